@@ -146,6 +146,18 @@ pub(crate) fn decode_group(mut b: &[u8]) -> Option<Group<'_>> {
     })
 }
 
+/// Could `candidate` be a WAL record written after `last_good`? Its sequence
+/// numbers must come later (any well-formed group if nothing precedes it).
+pub(crate) fn plausible_successor(candidate: &[u8], last_good: Option<&[u8]>) -> bool {
+    let Some(c) = decode_group(candidate) else {
+        return false;
+    };
+    match last_good.and_then(decode_group) {
+        Some(prev) => c.first_seq >= prev.first_seq + prev.ops.len() as u64,
+        None => true,
+    }
+}
+
 /// Decode `count` operations that must exactly fill `b`.
 pub(crate) fn decode_ops(mut b: &[u8], count: u32) -> Option<Vec<Op<'_>>> {
     // Each op takes at least 2 bytes: refuse counts the bytes cannot hold

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::batch::{MAX_KEY_BYTES, Op, WriteBatch, decode_group, decode_ops, encode_group_header};
+use crate::batch::{
+    MAX_KEY_BYTES, Op, WriteBatch, decode_group, decode_ops, encode_group_header,
+    plausible_successor,
+};
 use crate::cache::BlockCache;
 use crate::compaction::{self, Compaction};
 use crate::entry::Entry;
@@ -283,7 +286,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     match read_current(dir)? {
         Some(name) => {
             let path = dir.join(&name);
-            let contents = match read_log(&path, |p| VersionEdit::decode(p).is_some()) {
+            let contents = match read_log(&path, |p, _| VersionEdit::decode(p).is_some()) {
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::corruption(
                         dir.join("CURRENT"),
@@ -293,6 +296,16 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 }
                 other => other?,
             };
+            // The first record is a snapshot, durable before CURRENT named
+            // this file: if it is unreadable the file set is unknown, and
+            // treating it as a torn tail would make every table an orphan.
+            if contents.records.is_empty() {
+                return Err(Error::corruption(
+                    &path,
+                    0,
+                    "manifest has no readable snapshot record",
+                ));
+            }
             for (off, payload) in contents.payloads() {
                 let edit = VersionEdit::decode(payload)
                     .ok_or_else(|| Error::corruption(&path, off, "undecodable manifest edit"))?;
@@ -351,10 +364,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     };
     for (i, &n) in live.iter().enumerate() {
         let path = dir.join(wal_name(n));
-        let floor = last_seq;
-        let contents = read_log(&path, |p| {
-            decode_group(p).is_some_and(|g| g.first_seq > floor)
-        })?;
+        let contents = read_log(&path, plausible_successor)?;
         if i + 1 < live.len() && (contents.valid_end as usize) < contents.data.len() {
             // Logs are synced before a new one starts, so only the newest can be torn.
             return Err(Error::corruption(

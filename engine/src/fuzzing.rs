@@ -39,9 +39,11 @@ pub fn sstable(bytes: &[u8]) -> crate::Result<usize> {
 /// Parse `bytes` as a write-ahead log and decode every record. Returns the
 /// number of operations recovered, or the error.
 pub fn wal(bytes: &[u8]) -> crate::Result<usize> {
-    let contents = crate::record::parse_log(Path::new("fuzz.log"), bytes.to_vec(), |p| {
-        crate::batch::decode_group(p).is_some()
-    })?;
+    let contents = crate::record::parse_log(
+        Path::new("fuzz.log"),
+        bytes.to_vec(),
+        crate::batch::plausible_successor,
+    )?;
     let mut ops = 0;
     for (off, p) in contents.payloads() {
         let g = crate::batch::decode_group(p)
@@ -53,7 +55,7 @@ pub fn wal(bytes: &[u8]) -> crate::Result<usize> {
 
 /// Parse `bytes` as a manifest and decode every edit.
 pub fn manifest(bytes: &[u8]) -> crate::Result<usize> {
-    let contents = crate::record::parse_log(Path::new("MANIFEST"), bytes.to_vec(), |p| {
+    let contents = crate::record::parse_log(Path::new("MANIFEST"), bytes.to_vec(), |p, _| {
         crate::manifest::VersionEdit::decode(p).is_some()
     })?;
     let mut n = 0;

@@ -127,8 +127,8 @@ impl Default for Options {
 impl Options {
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(crate::Error::InvalidArgument(m.to_string()));
-        if self.memtable_bytes < 4096 {
-            return bad("memtable_bytes must be at least 4096");
+        if self.memtable_bytes < 1024 {
+            return bad("memtable_bytes must be at least 1024");
         }
         if self.max_immutable_memtables == 0 {
             return bad("max_immutable_memtables must be at least 1");
@@ -150,8 +150,8 @@ impl Options {
         if self.level_multiplier < 2 {
             return bad("level_multiplier must be at least 2");
         }
-        if self.target_file_bytes < 4096 || self.l1_target_bytes < 4096 {
-            return bad("target_file_bytes and l1_target_bytes must be at least 4096");
+        if self.target_file_bytes < 1024 || self.l1_target_bytes < 1024 {
+            return bad("target_file_bytes and l1_target_bytes must be at least 1024");
         }
         if let SyncPolicy::Periodic(d) = self.sync
             && d.is_zero()

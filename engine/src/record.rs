@@ -128,11 +128,14 @@ fn record_at(data: &[u8], pos: usize) -> Option<Range<usize>> {
     (crc32c::crc32c(payload) == pc).then_some(start..start + len)
 }
 
-/// Parse a whole log. `plausible` says whether a checksummed payload found
-/// *after* damage could be a real later record (e.g. its sequence number
-/// continues the log) — it guards against user data that happens to contain
-/// an encoded record.
-pub(crate) fn read_log(path: &Path, plausible: impl Fn(&[u8]) -> bool) -> Result<LogContents> {
+/// Parse a whole log. `plausible(candidate, last_good)` says whether a
+/// checksummed payload found *after* damage could be a real later record
+/// (e.g. its sequence number follows the last good record's) — it guards
+/// against user data that happens to contain an encoded record.
+pub(crate) fn read_log(
+    path: &Path,
+    plausible: impl Fn(&[u8], Option<&[u8]>) -> bool,
+) -> Result<LogContents> {
     let data = std::fs::read(path).ctx(path)?;
     parse_log(path, data, plausible)
 }
@@ -140,7 +143,7 @@ pub(crate) fn read_log(path: &Path, plausible: impl Fn(&[u8]) -> bool) -> Result
 pub(crate) fn parse_log(
     path: &Path,
     data: Vec<u8>,
-    plausible: impl Fn(&[u8]) -> bool,
+    plausible: impl Fn(&[u8], Option<&[u8]>) -> bool,
 ) -> Result<LogContents> {
     let mut records = Vec::new();
     let mut pos = 0usize;
@@ -153,8 +156,11 @@ pub(crate) fn parse_log(
             }
             None => {
                 // Damage at `pos`: torn tail unless a valid record follows.
+                let last_good = records
+                    .last()
+                    .map(|(_, r): &(u64, Range<usize>)| &data[r.clone()]);
                 let later = (pos + 1..data.len().saturating_sub(HEADER_LEN - 1))
-                    .find(|&p| record_at(&data, p).is_some_and(|r| plausible(&data[r])));
+                    .find(|&p| record_at(&data, p).is_some_and(|r| plausible(&data[r], last_good)));
                 if let Some(p) = later {
                     return Err(Error::corruption(
                         path,
@@ -188,7 +194,7 @@ mod tests {
     #[test]
     fn reads_back_records() {
         let data = log_of(&[b"one", b"", b"three"]);
-        let c = parse_log(Path::new("x"), data, |_| true).unwrap();
+        let c = parse_log(Path::new("x"), data, |_, _| true).unwrap();
         let got: Vec<&[u8]> = c.payloads().map(|(_, p)| p).collect();
         assert_eq!(got, vec![&b"one"[..], b"", b"three"]);
         assert_eq!(c.valid_end as usize, c.data.len());
@@ -198,10 +204,10 @@ mod tests {
     fn every_truncation_is_a_torn_tail() {
         let data = log_of(&[b"alpha", b"beta", b"gamma-gamma"]);
         for cut in 0..data.len() {
-            let c = parse_log(Path::new("x"), data[..cut].to_vec(), |_| true).unwrap();
+            let c = parse_log(Path::new("x"), data[..cut].to_vec(), |_, _| true).unwrap();
             // Only complete records come back, in order.
             let got: Vec<Vec<u8>> = c.payloads().map(|(_, p)| p.to_vec()).collect();
-            let full = parse_log(Path::new("x"), data.clone(), |_| true).unwrap();
+            let full = parse_log(Path::new("x"), data.clone(), |_, _| true).unwrap();
             let want: Vec<Vec<u8>> = full
                 .records
                 .iter()
@@ -217,7 +223,7 @@ mod tests {
         let mut data = log_of(&[b"alpha", b"beta"]);
         let good = data.len();
         data.extend_from_slice(&[0u8; 100]);
-        let c = parse_log(Path::new("x"), data, |_| true).unwrap();
+        let c = parse_log(Path::new("x"), data, |_, _| true).unwrap();
         assert_eq!(c.records.len(), 2);
         assert_eq!(c.valid_end as usize, good);
     }
@@ -229,7 +235,7 @@ mod tests {
         for flip in [second, second + 5, second + HEADER_LEN + 1] {
             let mut d = data.clone();
             d[flip] ^= 0x40;
-            let err = parse_log(Path::new("wal.log"), d, |_| true).unwrap_err();
+            let err = parse_log(Path::new("wal.log"), d, |_, _| true).unwrap_err();
             match err {
                 Error::Corruption { file, offset, .. } => {
                     assert_eq!(file, Path::new("wal.log"));
@@ -245,7 +251,7 @@ mod tests {
         let mut data = log_of(&[b"alpha", b"beta"]);
         let n = data.len();
         data[n - 1] ^= 1;
-        let c = parse_log(Path::new("x"), data, |_| true).unwrap();
+        let c = parse_log(Path::new("x"), data, |_, _| true).unwrap();
         assert_eq!(c.records.len(), 1);
     }
 }
