@@ -1,1 +1,59 @@
-//! ringkv-node
+//! ringkv-node: a Dynamo-style storage node.
+//!
+//! Dependency arrows point one way:
+//! `api → coordinator → {ring, version, membership, transport} → storage → engine`.
+
+pub mod api;
+pub mod config;
+pub mod coordinator;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod ring;
+pub mod storage;
+pub mod transport;
+pub mod version;
+
+pub use config::{Args, Config, ConflictMode};
+pub use node::{BoundAddrs, ENDPOINTS_FILE, NodeError, NodeOptions, RunningNode, run};
+pub use transport::{Fault, FaultInjector};
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves `args` and runs the node to completion on a new runtime: the
+/// body of both `ringkv-node` and `ringkv node`.
+pub fn main_with_args(args: Args) -> std::process::ExitCode {
+    init_tracing();
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv-node: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv-node: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringkv-node: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The Admin service (operator and `ringkv status|drain`).
+
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use super::ApiState;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub state: ApiState,
+}
+
+/// How long Drain waits for in-flight client requests.
+const DRAIN_WAIT: Duration = Duration::from_secs(20);
+
+pub fn status(state: &ApiState) -> pb::StatusResponse {
+    let c = &state.config;
+    let topo = state.coord.topology();
+    let owned = topo.ring.ownership(c.n as usize);
+    let local = state.membership.local();
+    let members = topo
+        .view
+        .members
+        .iter()
+        .map(|m| pb::Member {
+            node_id: m.node_id.clone(),
+            zone: m.zone.clone(),
+            state: m.state.to_proto() as i32,
+            alive: m.alive,
+            client_grpc_addr: m.client_grpc_addr.clone(),
+            internode_addr: m.internode_addr.clone(),
+            http_addr: m.http_addr.clone(),
+            tokens: m.tokens.len() as u32,
+            generation: m.generation,
+            owned_fraction: owned.get(&m.node_id).copied().unwrap_or(0.0),
+        })
+        .collect();
+    pb::StatusResponse {
+        node_id: c.node_id.clone(),
+        zone: c.zone.clone(),
+        state: local.state,
+        generation: local.generation,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        replication: Some(pb::Replication {
+            n: c.n,
+            w: c.w,
+            r: c.r,
+        }),
+        conflict_mode: c.conflict_mode.as_str().to_string(),
+        members,
+        pending_hints: 0,
+        repair: Some(pb::RepairStatus::default()),
+        decommission: Some(pb::DecommissionStatus {
+            phase: pb::decommission_status::Phase::NotStarted as i32,
+            ..Default::default()
+        }),
+        draining: state.gate.is_draining(),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(status(&self.state)))
+    }
+
+    async fn decommission(
+        &self,
+        _req: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        Err(Status::unimplemented(
+            "decommission needs range streaming, which this version does not have yet; do not scale down below the data's replicas",
+        ))
+    }
+
+    async fn repair(
+        &self,
+        _req: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairResponse>, Status> {
+        Err(Status::unimplemented(
+            "Merkle anti-entropy is not in this version yet; read repair fixes replicas as keys are read",
+        ))
+    }
+
+    async fn drain(
+        &self,
+        _req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        tracing::info!("draining: refusing new client requests");
+        self.state.gate.drain(DRAIN_WAIT).await;
+        self.state.coord.store().flush().await?;
+        tracing::info!("drained");
+        Ok(Response::new(pb::DrainResponse {}))
+    }
+}

@@ -1,0 +1,465 @@
+//! HTTP/JSON API (axum), curl-friendly:
+//!
+//! - `GET /v1/keys/{key}` → 200 with the raw value and `X-Version-Context`;
+//!   300 with every sibling as JSON when writes conflicted; 404 when absent.
+//!   `Accept: application/json` gets JSON for 200 too.
+//! - `PUT /v1/keys/{key}` with the raw value as body; `X-Version-Context`
+//!   from a previous GET; `?w=`, `?ttl=30s` → 200 JSON `{context, acks}`.
+//! - `DELETE /v1/keys/{key}` with `X-Version-Context`, `?w=` → 200 JSON `{acks}`.
+//! - `?r=` / `?w=`: `one | quorum | all | <n>`. Keys are the percent-decoded
+//!   path after `/v1/keys/` (they may contain `/`).
+//! - Errors: JSON `{"error": code, "message": text}` with 400 (bad input),
+//!   413 (value too large), 503 (quorum not reached, draining), 500.
+//! - `/healthz`, `/readyz`, `/metrics`.
+
+// Helpers return the finished error response as their `Err`; boxing it would
+// only add noise at every call site.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::{ApiState, is_too_large, outcome_label};
+use crate::coordinator::{CoordError, InvalidInput, WriteRequest};
+
+pub const CONTEXT_HEADER: &str = "x-version-context";
+const PREFIX: &str = "/v1/keys/";
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/keys", get(empty_key).put(empty_key).delete(empty_key))
+        .route("/v1/keys/", get(empty_key).put(empty_key).delete(empty_key))
+        .route(
+            "/v1/keys/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; the API is under /v1/keys/{key}",
+            )
+        })
+        // We read bodies ourselves, with max_value_bytes as the limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": code, "message": message.into()}).to_string(),
+    )
+        .into_response()
+}
+
+fn coord_error(e: CoordError) -> Response {
+    match &e {
+        CoordError::Invalid(i) if is_too_large(i) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            e.to_string(),
+        ),
+        CoordError::Invalid(i) => {
+            let code = match i {
+                InvalidInput::EmptyKey | InvalidInput::KeyTooLong { .. } => "invalid_key",
+                InvalidInput::Context(_) => "invalid_context",
+                InvalidInput::Consistency { .. } => "invalid_consistency",
+                InvalidInput::Ttl(_) => "invalid_ttl",
+                InvalidInput::ValueTooLarge { .. } => "value_too_large",
+            };
+            error(StatusCode::BAD_REQUEST, code, e.to_string())
+        }
+        CoordError::QuorumNotReached { required, got, .. } => {
+            let body = json!({"error": "quorum_not_reached", "message": e.to_string(), "required": required, "replied": got});
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        CoordError::Remote {
+            code: tonic::Code::InvalidArgument,
+            message,
+        } => error(StatusCode::BAD_REQUEST, "invalid_argument", message.clone()),
+        CoordError::Unavailable(_) | CoordError::Remote { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        CoordError::Storage(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            e.to_string(),
+        ),
+    }
+}
+
+fn draining() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "draining",
+        super::Draining.to_string(),
+    )
+}
+
+/// The key: percent-decoded bytes of the raw path after `/v1/keys/`.
+fn key_of(uri: &Uri) -> Result<Bytes, Response> {
+    let raw = uri.path().strip_prefix(PREFIX).unwrap_or("");
+    let key = percent_decode(raw).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+            "malformed percent-encoding in key",
+        )
+    })?;
+    crate::coordinator::validate::key(&key).map_err(|e| coord_error(e.into()))?;
+    Ok(Bytes::from(key))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn context_of(headers: &HeaderMap, q: &HashMap<String, String>) -> Result<String, Response> {
+    match headers.get(CONTEXT_HEADER) {
+        Some(v) => v.to_str().map(|s| s.to_string()).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_context",
+                "X-Version-Context is not ASCII",
+            )
+        }),
+        None => Ok(q.get("context").cloned().unwrap_or_default()),
+    }
+}
+
+/// `ttl=30s` (humantime) or `ttl=30` (seconds) → milliseconds.
+fn ttl_of(q: &HashMap<String, String>) -> Result<u64, Response> {
+    let Some(t) = q.get("ttl").map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+        return Ok(0);
+    };
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_ttl", m);
+    if let Ok(secs) = t.parse::<u64>() {
+        return secs
+            .checked_mul(1000)
+            .ok_or_else(|| bad(format!("ttl {t} is too large")));
+    }
+    let d = humantime::parse_duration(t).map_err(|e| {
+        bad(format!(
+            "invalid ttl {t:?}: {e}; use seconds or e.g. 30s, 5m, 1h"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(bad("ttl must be positive".into()));
+    }
+    Ok(d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+fn wants_json(headers: &HeaderMap, q: &HashMap<String, String>) -> bool {
+    q.get("format").is_some_and(|f| f == "json")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"))
+}
+
+fn sibling_json(v: &crate::version::Value) -> serde_json::Value {
+    let data = v.data.clone().unwrap_or_default();
+    json!({
+        "value": std::str::from_utf8(&data).ok(),
+        "value_base64": base64::engine::general_purpose::STANDARD.encode(&data),
+        "expires_at_unix_ms": v.expires_at_ms,
+        "written_at_unix_ms": v.written_at_ms,
+    })
+}
+
+fn with_context(mut resp: Response, ctx: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(ctx) {
+        resp.headers_mut().insert(CONTEXT_HEADER, v);
+    }
+    resp
+}
+
+async fn empty_key() -> Response {
+    coord_error(InvalidInput::EmptyKey.into())
+}
+
+async fn get_key(
+    State(s): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Ok(_pass) = s.gate.enter() else {
+        return draining();
+    };
+    let key = match key_of(&uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let r = q.get("r").cloned().unwrap_or_default();
+    let started = Instant::now();
+    let span = tracing::info_span!("get", api = "http", key_len = key.len(), r = %r);
+    let res = tracing::Instrument::instrument(s.coord.get(key.clone(), &r), span).await;
+    let out = match res {
+        Ok(o) => o,
+        Err(e) => {
+            s.observe("get", &r, started, outcome_label(&e));
+            return coord_error(e);
+        }
+    };
+    s.observe(
+        "get",
+        &r,
+        started,
+        if out.siblings.is_empty() {
+            "not_found"
+        } else {
+            "ok"
+        },
+    );
+    let resp = match out.siblings.len() {
+        0 => {
+            let body =
+                json!({"error": "not_found", "message": "key not found", "context": out.context});
+            (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        1 if !wants_json(&headers, &q) => {
+            let v = &out.siblings[0];
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::from(v.data.clone().unwrap_or_default()),
+            )
+                .into_response();
+            if v.expires_at_ms > 0 {
+                resp.headers_mut()
+                    .insert("x-expires-at", HeaderValue::from(v.expires_at_ms));
+            }
+            resp
+        }
+        n => {
+            let status = if n > 1 {
+                StatusCode::MULTIPLE_CHOICES
+            } else {
+                StatusCode::OK
+            };
+            let body = json!({
+                "key": String::from_utf8_lossy(&key),
+                "siblings": out.siblings.iter().map(sibling_json).collect::<Vec<_>>(),
+                "context": out.context,
+                "replies": out.replies,
+            });
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    };
+    let mut resp = with_context(resp, &out.context);
+    resp.headers_mut()
+        .insert("x-ringkv-replies", HeaderValue::from(out.replies));
+    resp
+}
+
+async fn put_key(
+    State(s): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    let Ok(_pass) = s.gate.enter() else {
+        return draining();
+    };
+    let key = match key_of(&uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let max = s.config.max_value_bytes;
+    let too_large = |len: String| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("value is {len} bytes; the limit is max_value_bytes = {max}"),
+        )
+    };
+    // Refuse early on a declared length, before reading anything.
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return too_large(len.to_string());
+    }
+    let value = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) => {
+            // axum reports the limit as a boxed http-body LengthLimitError.
+            return if format!("{e:?}").contains("LengthLimit")
+                || e.to_string().contains("length limit")
+            {
+                too_large(format!("more than {max}"))
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("could not read the request body: {e}"),
+                )
+            };
+        }
+    };
+    let (ctx, ttl_ms) = match (context_of(&headers, &q), ttl_of(&q)) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let w = q.get("w").cloned().unwrap_or_default();
+    let started = Instant::now();
+    let span = tracing::info_span!("put", api = "http", key_len = key.len(), value_len = value.len(), w = %w);
+    let req = WriteRequest {
+        key,
+        value: Some(value),
+        context: ctx,
+        ttl_ms,
+        w: w.clone(),
+    };
+    match tracing::Instrument::instrument(s.coord.write(req, 0), span).await {
+        Ok(out) => {
+            s.observe("put", &w, started, "ok");
+            let body = json!({"context": out.context, "acks": out.acks});
+            with_context(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+                    .into_response(),
+                &out.context,
+            )
+        }
+        Err(e) => {
+            s.observe("put", &w, started, outcome_label(&e));
+            coord_error(e)
+        }
+    }
+}
+
+async fn delete_key(
+    State(s): State<ApiState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Ok(_pass) = s.gate.enter() else {
+        return draining();
+    };
+    let key = match key_of(&uri) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let ctx = match context_of(&headers, &q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let w = q.get("w").cloned().unwrap_or_default();
+    let started = Instant::now();
+    let span = tracing::info_span!("delete", api = "http", key_len = key.len(), w = %w);
+    let req = WriteRequest {
+        key,
+        value: None,
+        context: ctx,
+        ttl_ms: 0,
+        w: w.clone(),
+    };
+    match tracing::Instrument::instrument(s.coord.write(req, 0), span).await {
+        Ok(out) => {
+            s.observe("delete", &w, started, "ok");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"acks": out.acks}).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            s.observe("delete", &w, started, outcome_label(&e));
+            coord_error(e)
+        }
+    }
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.gate.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if s.coord.topology().ring.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no member has tokens yet\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").unwrap(), b"a/b c");
+        assert_eq!(percent_decode("%ff").unwrap(), vec![0xff]);
+        assert!(percent_decode("%zz").is_none());
+        assert!(percent_decode("%2").is_none());
+    }
+}

@@ -1,0 +1,146 @@
+//! The node's outward faces: client gRPC (`ringkv.v1.KeyValue`), HTTP/JSON,
+//! the internode replica service and the Admin service. Handlers validate,
+//! call the coordinator, and map its typed errors to status codes.
+
+pub mod admin;
+pub mod grpc;
+pub mod http;
+pub mod internode;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::coordinator::consistency::Level;
+use crate::coordinator::{CoordError, Coordinator, InvalidInput};
+use crate::membership::Membership;
+use crate::metrics::{Metrics, OpLabels, RequestLabels};
+
+/// Admission control for client requests: closed by Drain, counting what is
+/// in flight so Drain can wait for it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    draining: AtomicBool,
+    inflight: AtomicUsize,
+    idle: Notify,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("node is draining: it no longer accepts client requests, use another node")]
+pub struct Draining;
+
+pub struct Pass<'a>(&'a Gate);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Gate {
+    pub fn enter(&self) -> Result<Pass<'_>, Draining> {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        let pass = Pass(self);
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Draining);
+        }
+        Ok(pass)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Closes the gate and waits (up to `timeout`) for in-flight requests.
+    pub async fn drain(&self, timeout: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let idle = self.idle.notified();
+            if self.inflight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What every handler needs.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub coord: Arc<Coordinator>,
+    pub membership: Membership,
+    pub metrics: Arc<Metrics>,
+    pub gate: Arc<Gate>,
+    pub started: Instant,
+}
+
+/// Metrics label for a request's consistency string.
+pub fn consistency_label(s: &str) -> String {
+    match Level::parse(s) {
+        Ok(None) => "default".into(),
+        Ok(Some(l)) => l.label(),
+        Err(_) => "invalid".into(),
+    }
+}
+
+pub fn outcome_label(e: &CoordError) -> &'static str {
+    match e {
+        CoordError::Invalid(_) => "invalid",
+        CoordError::QuorumNotReached { .. } => "quorum_failed",
+        CoordError::Unavailable(_) | CoordError::Remote { .. } => "unavailable",
+        CoordError::Storage(_) => "error",
+    }
+}
+
+impl ApiState {
+    /// Records a finished request in the metrics.
+    pub fn observe(
+        &self,
+        op: &'static str,
+        consistency: &str,
+        started: Instant,
+        outcome: &'static str,
+    ) {
+        let consistency = consistency_label(consistency);
+        self.metrics
+            .latency
+            .get_or_create(&OpLabels {
+                op,
+                consistency: consistency.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                op,
+                consistency,
+                outcome,
+            })
+            .inc();
+    }
+}
+
+/// gRPC status of a coordinator error.
+pub fn to_status(e: CoordError) -> tonic::Status {
+    match e {
+        CoordError::Invalid(i) => tonic::Status::invalid_argument(i.to_string()),
+        e @ CoordError::QuorumNotReached { .. } => tonic::Status::unavailable(e.to_string()),
+        CoordError::Unavailable(m) => tonic::Status::unavailable(m),
+        CoordError::Remote { code, message } => tonic::Status::new(code, message),
+        CoordError::Storage(s) => tonic::Status::internal(s.to_string()),
+    }
+}
+
+/// Is this invalid input a too-large value (HTTP 413)?
+pub fn is_too_large(i: &InvalidInput) -> bool {
+    matches!(i, InvalidInput::ValueTooLarge { .. })
+}

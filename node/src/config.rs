@@ -1,0 +1,678 @@
+//! The node's one configuration struct, filled (in increasing precedence) from
+//! defaults, an optional YAML file, `RINGKV_*` environment variables and flags,
+//! then validated. The field names are a contract with the operator
+//! (docs/node-config.md): keep them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that could not be read or is invalid. Always names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid `{field}` = {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(
+    field: &'static str,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// How concurrent writes are reconciled, cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Dotted version vectors; concurrent writes become siblings.
+    Causal,
+    /// Last write wins on a hybrid logical clock; loses one of two concurrent writes.
+    Lww,
+}
+
+impl ConflictMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictMode::Causal => "causal",
+            ConflictMode::Lww => "lww",
+        }
+    }
+}
+
+/// Engine WAL sync policy as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Always,
+    Periodic(Duration),
+    Never,
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: String,
+    pub zone: String,
+    pub data_dir: PathBuf,
+    /// Gossip seeds (`host:port`, UDP).
+    pub seeds: Vec<String>,
+    pub listen_gossip: SocketAddr,
+    pub listen_internode: SocketAddr,
+    pub listen_grpc: SocketAddr,
+    pub listen_http: SocketAddr,
+    pub advertise_host: String,
+    pub n: u32,
+    pub w: u32,
+    pub r: u32,
+    pub vnodes: u32,
+    pub conflict_mode: ConflictMode,
+    pub max_value_bytes: usize,
+    pub request_timeout: Duration,
+    pub tombstone_grace: Duration,
+    pub max_hint_window: Duration,
+    /// `None` = off (the operator schedules repair).
+    pub repair_interval: Option<Duration>,
+    pub gossip_interval: Duration,
+    pub phi_threshold: f64,
+    pub sync: SyncMode,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Every field's name, in the order of docs/node-config.md.
+pub const FIELDS: &[&str] = &[
+    "node_id",
+    "zone",
+    "data_dir",
+    "seeds",
+    "listen_gossip",
+    "listen_internode",
+    "listen_grpc",
+    "listen_http",
+    "advertise_host",
+    "n",
+    "w",
+    "r",
+    "vnodes",
+    "conflict_mode",
+    "max_value_bytes",
+    "request_timeout",
+    "tombstone_grace",
+    "max_hint_window",
+    "repair_interval",
+    "gossip_interval",
+    "phi_threshold",
+    "sync",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+];
+
+/// Command-line flags (each also read from `RINGKV_<FIELD>`). Everything is
+/// optional here: unset flags fall back to the YAML file, then to defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Args {
+    /// YAML configuration file.
+    #[arg(long, env = "RINGKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Stable node identity (default: host name).
+    #[arg(long, env = "RINGKV_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Failure domain (default: `default`).
+    #[arg(long, env = "RINGKV_ZONE")]
+    pub zone: Option<String>,
+    /// Data directory (default: ./ringkv-data/<node_id>).
+    #[arg(long, env = "RINGKV_DATA_DIR")]
+    pub data_dir: Option<String>,
+    /// Comma-separated gossip seeds, host:port.
+    #[arg(long, env = "RINGKV_SEEDS")]
+    pub seeds: Option<String>,
+    #[arg(long, env = "RINGKV_LISTEN_GOSSIP")]
+    pub listen_gossip: Option<String>,
+    #[arg(long, env = "RINGKV_LISTEN_INTERNODE")]
+    pub listen_internode: Option<String>,
+    #[arg(long, env = "RINGKV_LISTEN_GRPC")]
+    pub listen_grpc: Option<String>,
+    #[arg(long, env = "RINGKV_LISTEN_HTTP")]
+    pub listen_http: Option<String>,
+    #[arg(long, env = "RINGKV_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
+    /// Replication factor.
+    #[arg(long = "n", env = "RINGKV_N")]
+    pub n: Option<String>,
+    /// Default write quorum.
+    #[arg(long = "w", env = "RINGKV_W")]
+    pub w: Option<String>,
+    /// Default read quorum.
+    #[arg(long = "r", env = "RINGKV_R")]
+    pub r: Option<String>,
+    #[arg(long, env = "RINGKV_VNODES")]
+    pub vnodes: Option<String>,
+    /// `causal` or `lww`.
+    #[arg(long, env = "RINGKV_CONFLICT_MODE")]
+    pub conflict_mode: Option<String>,
+    #[arg(long, env = "RINGKV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<String>,
+    #[arg(long, env = "RINGKV_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    #[arg(long, env = "RINGKV_TOMBSTONE_GRACE")]
+    pub tombstone_grace: Option<String>,
+    #[arg(long, env = "RINGKV_MAX_HINT_WINDOW")]
+    pub max_hint_window: Option<String>,
+    #[arg(long, env = "RINGKV_REPAIR_INTERVAL")]
+    pub repair_interval: Option<String>,
+    #[arg(long, env = "RINGKV_GOSSIP_INTERVAL")]
+    pub gossip_interval: Option<String>,
+    #[arg(long, env = "RINGKV_PHI_THRESHOLD")]
+    pub phi_threshold: Option<String>,
+    /// `always`, `periodic:<duration>` or `never`.
+    #[arg(long, env = "RINGKV_SYNC")]
+    pub sync: Option<String>,
+    #[arg(long, env = "RINGKV_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    #[arg(long, env = "RINGKV_TLS_KEY")]
+    pub tls_key: Option<String>,
+    #[arg(long, env = "RINGKV_TLS_CA")]
+    pub tls_ca: Option<String>,
+}
+
+impl Args {
+    fn get(&self, field: &str) -> Option<&String> {
+        match field {
+            "node_id" => self.node_id.as_ref(),
+            "zone" => self.zone.as_ref(),
+            "data_dir" => self.data_dir.as_ref(),
+            "seeds" => self.seeds.as_ref(),
+            "listen_gossip" => self.listen_gossip.as_ref(),
+            "listen_internode" => self.listen_internode.as_ref(),
+            "listen_grpc" => self.listen_grpc.as_ref(),
+            "listen_http" => self.listen_http.as_ref(),
+            "advertise_host" => self.advertise_host.as_ref(),
+            "n" => self.n.as_ref(),
+            "w" => self.w.as_ref(),
+            "r" => self.r.as_ref(),
+            "vnodes" => self.vnodes.as_ref(),
+            "conflict_mode" => self.conflict_mode.as_ref(),
+            "max_value_bytes" => self.max_value_bytes.as_ref(),
+            "request_timeout" => self.request_timeout.as_ref(),
+            "tombstone_grace" => self.tombstone_grace.as_ref(),
+            "max_hint_window" => self.max_hint_window.as_ref(),
+            "repair_interval" => self.repair_interval.as_ref(),
+            "gossip_interval" => self.gossip_interval.as_ref(),
+            "phi_threshold" => self.phi_threshold.as_ref(),
+            "sync" => self.sync.as_ref(),
+            "tls_cert" => self.tls_cert.as_ref(),
+            "tls_key" => self.tls_key.as_ref(),
+            "tls_ca" => self.tls_ca.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Reads the YAML file if any, merges and validates.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(p) => read_yaml(p)?,
+            None => BTreeMap::new(),
+        };
+        let mut raw = BTreeMap::new();
+        for f in FIELDS {
+            if let Some(v) = self.get(f).cloned().or_else(|| file.get(*f).cloned()) {
+                raw.insert(f.to_string(), v);
+            }
+        }
+        Config::from_raw(&raw)
+    }
+}
+
+/// Reads a YAML mapping of field → scalar (or a list, for `seeds`) into strings.
+fn read_yaml(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let err = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    let map = match value {
+        serde_yaml::Value::Null => return Ok(out),
+        serde_yaml::Value::Mapping(m) => m,
+        _ => return Err(err("expected a mapping of field: value".into())),
+    };
+    for (k, v) in map {
+        let key = k
+            .as_str()
+            .ok_or_else(|| err("keys must be strings".into()))?
+            .to_string();
+        if !FIELDS.contains(&key.as_str()) {
+            return Err(err(format!(
+                "unknown field `{key}` (known: {})",
+                FIELDS.join(", ")
+            )));
+        }
+        let s = match v {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Bool(b) => b.to_string(),
+            serde_yaml::Value::Null => continue,
+            serde_yaml::Value::Sequence(items) => {
+                let mut parts = Vec::new();
+                for it in items {
+                    match it {
+                        serde_yaml::Value::String(s) => parts.push(s),
+                        other => parts.push(
+                            serde_yaml::to_string(&other)
+                                .unwrap_or_default()
+                                .trim()
+                                .to_string(),
+                        ),
+                    }
+                }
+                parts.join(",")
+            }
+            _ => return Err(err(format!("field `{key}` must be a scalar"))),
+        };
+        out.insert(key, s);
+    }
+    Ok(out)
+}
+
+fn parse_duration(field: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v.trim()).map_err(|e| {
+        invalid(
+            field,
+            v,
+            format!("not a duration ({e}); use e.g. 500ms, 2s, 3h, 10d"),
+        )
+    })
+}
+
+fn parse_num<T: std::str::FromStr>(field: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse::<T>()
+        .map_err(|e| invalid(field, v, e.to_string()))
+}
+
+fn parse_addr(field: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = v.trim().parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    v.trim()
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| invalid(field, v, "expected host:port"))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end])
+            && valid_name(s)
+        {
+            return s.to_string();
+        }
+    }
+    "node".to_string()
+}
+
+/// First non-loopback address the host name resolves to, else 127.0.0.1.
+fn default_advertise_host(listen: &SocketAddr) -> String {
+    if !listen.ip().is_unspecified() {
+        return listen.ip().to_string();
+    }
+    let host = default_node_id();
+    if let Ok(addrs) = (host.as_str(), 0).to_socket_addrs() {
+        for a in addrs {
+            if a.is_ipv4() && !a.ip().is_loopback() {
+                return a.ip().to_string();
+            }
+        }
+    }
+    IpAddr::V4(Ipv4Addr::LOCALHOST).to_string()
+}
+
+impl Config {
+    /// A configuration with every default, for a node called `node_id` keeping
+    /// its data in `data_dir`. Tests and `ringkv local` start from this.
+    pub fn with_defaults(node_id: &str, data_dir: impl Into<PathBuf>) -> Config {
+        let any = |p: u16| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p);
+        Config {
+            node_id: node_id.to_string(),
+            zone: "default".into(),
+            data_dir: data_dir.into(),
+            seeds: Vec::new(),
+            listen_gossip: any(7000),
+            listen_internode: any(7001),
+            listen_grpc: any(7070),
+            listen_http: any(8080),
+            advertise_host: "127.0.0.1".into(),
+            n: 3,
+            w: 2,
+            r: 2,
+            vnodes: 128,
+            conflict_mode: ConflictMode::Causal,
+            max_value_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(2),
+            tombstone_grace: Duration::from_secs(10 * 86400),
+            max_hint_window: Duration::from_secs(3 * 3600),
+            repair_interval: None,
+            gossip_interval: Duration::from_secs(1),
+            phi_threshold: 8.0,
+            sync: SyncMode::Always,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+        }
+    }
+
+    /// A loopback configuration on ephemeral ports (for tests).
+    pub fn loopback(node_id: &str, data_dir: impl Into<PathBuf>) -> Config {
+        let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Config {
+            listen_gossip: lo,
+            listen_internode: lo,
+            listen_grpc: lo,
+            listen_http: lo,
+            gossip_interval: Duration::from_millis(200),
+            ..Config::with_defaults(node_id, data_dir)
+        }
+    }
+
+    /// Builds a configuration from field → string values (already merged).
+    pub fn from_raw(raw: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |f: &str| {
+            raw.get(f)
+                .map(|s| s.as_str())
+                .filter(|s| !s.trim().is_empty())
+        };
+        let node_id = get("node_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(default_node_id);
+        let data_dir = get("data_dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./ringkv-data").join(&node_id));
+        let mut c = Config::with_defaults(&node_id, data_dir);
+        if let Some(v) = get("zone") {
+            c.zone = v.trim().to_string();
+        }
+        if let Some(v) = get("seeds") {
+            c.seeds = v
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = get("listen_gossip") {
+            c.listen_gossip = parse_addr("listen_gossip", v)?;
+        }
+        if let Some(v) = get("listen_internode") {
+            c.listen_internode = parse_addr("listen_internode", v)?;
+        }
+        if let Some(v) = get("listen_grpc") {
+            c.listen_grpc = parse_addr("listen_grpc", v)?;
+        }
+        if let Some(v) = get("listen_http") {
+            c.listen_http = parse_addr("listen_http", v)?;
+        }
+        c.advertise_host = match get("advertise_host") {
+            Some(v) => v.trim().to_string(),
+            None => default_advertise_host(&c.listen_internode),
+        };
+        if let Some(v) = get("n") {
+            c.n = parse_num("n", v)?;
+        }
+        if let Some(v) = get("w") {
+            c.w = parse_num("w", v)?;
+        }
+        if let Some(v) = get("r") {
+            c.r = parse_num("r", v)?;
+        }
+        if let Some(v) = get("vnodes") {
+            c.vnodes = parse_num("vnodes", v)?;
+        }
+        if let Some(v) = get("conflict_mode") {
+            c.conflict_mode = match v.trim() {
+                "causal" => ConflictMode::Causal,
+                "lww" => ConflictMode::Lww,
+                _ => return Err(invalid("conflict_mode", v, "expected `causal` or `lww`")),
+            };
+        }
+        if let Some(v) = get("max_value_bytes") {
+            c.max_value_bytes = parse_num("max_value_bytes", v)?;
+        }
+        if let Some(v) = get("request_timeout") {
+            c.request_timeout = parse_duration("request_timeout", v)?;
+        }
+        if let Some(v) = get("tombstone_grace") {
+            c.tombstone_grace = parse_duration("tombstone_grace", v)?;
+        }
+        if let Some(v) = get("max_hint_window") {
+            c.max_hint_window = parse_duration("max_hint_window", v)?;
+        }
+        if let Some(v) = get("repair_interval") {
+            c.repair_interval = if v.trim() == "off" {
+                None
+            } else {
+                Some(parse_duration("repair_interval", v)?)
+            };
+        }
+        if let Some(v) = get("gossip_interval") {
+            c.gossip_interval = parse_duration("gossip_interval", v)?;
+        }
+        if let Some(v) = get("phi_threshold") {
+            c.phi_threshold = parse_num("phi_threshold", v)?;
+        }
+        if let Some(v) = get("sync") {
+            let t = v.trim();
+            c.sync = match t {
+                "always" => SyncMode::Always,
+                "never" => SyncMode::Never,
+                _ => match t.strip_prefix("periodic:") {
+                    Some(d) => SyncMode::Periodic(parse_duration("sync", d)?),
+                    None => {
+                        return Err(invalid(
+                            "sync",
+                            v,
+                            "expected `always`, `periodic:<duration>` or `never`",
+                        ));
+                    }
+                },
+            };
+        }
+        c.tls_cert = get("tls_cert").map(PathBuf::from);
+        c.tls_key = get("tls_key").map(PathBuf::from);
+        c.tls_ca = get("tls_ca").map(PathBuf::from);
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every cross-field rule; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_name(&self.node_id) {
+            return Err(invalid(
+                "node_id",
+                &self.node_id,
+                "use 1-253 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        if !valid_name(&self.zone) {
+            return Err(invalid(
+                "zone",
+                &self.zone,
+                "use 1-253 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        if !(1..=16).contains(&self.n) {
+            return Err(invalid("n", self.n.to_string(), "must be between 1 and 16"));
+        }
+        if self.w < 1 || self.w > self.n {
+            return Err(invalid(
+                "w",
+                self.w.to_string(),
+                format!("must be between 1 and n ({})", self.n),
+            ));
+        }
+        if self.r < 1 || self.r > self.n {
+            return Err(invalid(
+                "r",
+                self.r.to_string(),
+                format!("must be between 1 and n ({})", self.n),
+            ));
+        }
+        if !(1..=4096).contains(&self.vnodes) {
+            return Err(invalid(
+                "vnodes",
+                self.vnodes.to_string(),
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 64 << 20 {
+            return Err(invalid(
+                "max_value_bytes",
+                self.max_value_bytes.to_string(),
+                "must be between 1 and 67108864 (64 MiB)",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("request_timeout", "0s", "must be positive"));
+        }
+        if self.gossip_interval.is_zero() {
+            return Err(invalid("gossip_interval", "0s", "must be positive"));
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            return Err(invalid(
+                "phi_threshold",
+                self.phi_threshold.to_string(),
+                "must be a positive number",
+            ));
+        }
+        if self.advertise_host.trim().is_empty() {
+            return Err(invalid("advertise_host", "", "must not be empty"));
+        }
+        for s in &self.seeds {
+            if s.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(invalid("seeds", s, "each seed must be host:port"));
+            }
+        }
+        // Refuse rather than silently serve plaintext when TLS was asked for.
+        for (field, v) in [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_ca", &self.tls_ca),
+        ] {
+            if let Some(p) = v {
+                return Err(invalid(
+                    field,
+                    p.display().to_string(),
+                    "TLS is not implemented in this version; unset it",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::from_raw(&raw(&[("node_id", "a")])).unwrap();
+        assert_eq!((c.n, c.w, c.r, c.vnodes), (3, 2, 2, 128));
+        assert_eq!(c.listen_internode.port(), 7001);
+        assert_eq!(c.listen_grpc.port(), 7070);
+        assert_eq!(c.listen_http.port(), 8080);
+        assert_eq!(c.listen_gossip.port(), 7000);
+        assert_eq!(c.data_dir, PathBuf::from("./ringkv-data/a"));
+        assert_eq!(c.tombstone_grace, Duration::from_secs(864000));
+        assert_eq!(c.conflict_mode, ConflictMode::Causal);
+        assert_eq!(c.repair_interval, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        for (pairs, field) in [
+            (vec![("w", "4")], "w"),
+            (vec![("r", "0")], "r"),
+            (vec![("n", "x")], "n"),
+            (vec![("conflict_mode", "newest")], "conflict_mode"),
+            (vec![("request_timeout", "soon")], "request_timeout"),
+            (vec![("sync", "sometimes")], "sync"),
+            (vec![("node_id", "a b")], "node_id"),
+            (vec![("seeds", "host-without-port")], "seeds"),
+            (vec![("listen_http", "nowhere")], "listen_http"),
+        ] {
+            let mut p = vec![("node_id", "a")];
+            p.extend(pairs);
+            let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn yaml_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "node_id: y\nn: 5\nw: 3\nseeds:\n  - a:7000\n  - b:7000\nsync: periodic:100ms\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            w: Some("4".into()),
+            ..Args::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.node_id, "y");
+        assert_eq!((c.n, c.w), (5, 4));
+        assert_eq!(c.seeds, vec!["a:7000", "b:7000"]);
+        assert_eq!(c.sync, SyncMode::Periodic(Duration::from_millis(100)));
+
+        std::fs::write(&path, "nodes: 3\n").unwrap();
+        let e = Args {
+            config: Some(path),
+            ..Args::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `nodes`"), "{e}");
+    }
+}

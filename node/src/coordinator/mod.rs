@@ -1,0 +1,532 @@
+//! Quorum coordination. Any node takes any request: reads fan out to all N
+//! replicas and answer after R replies; writes are coordinated by a replica
+//! (which mints the causal dot), fan out to all N and answer after W acks.
+//! Late replies still arrive and feed background read repair.
+
+pub mod consistency;
+pub mod error;
+mod topology;
+pub mod validate;
+
+pub use error::{CoordError, InvalidInput};
+pub use topology::Topology;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use parking_lot::RwLock;
+use ringkv_proto::v1 as pb;
+use tracing::Instrument;
+
+use crate::config::{Config, ConflictMode};
+use crate::membership::Member;
+use crate::metrics::{Metrics, OnlyOp};
+use crate::storage::{StorageError, Store};
+use crate::transport::InternodeClient;
+use crate::version::{DvvSet, Hlc, LwwValue, Record, Value, VersionVector};
+
+/// Hops a forwarded write may take before it is refused (guards against
+/// loops while two nodes disagree about the ring).
+const MAX_HOPS: u32 = 2;
+
+/// The coordinator's knobs, taken from the node config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub n: u32,
+    pub w: u32,
+    pub r: u32,
+    pub mode: ConflictMode,
+    pub max_value_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            n: c.n,
+            w: c.w,
+            r: c.r,
+            mode: c.conflict_mode,
+            max_value_bytes: c.max_value_bytes,
+            timeout: c.request_timeout,
+        }
+    }
+}
+
+/// The outcome of a quorum read.
+#[derive(Debug, Clone)]
+pub struct GetOutcome {
+    /// Live siblings (no tombstones, nothing expired).
+    pub siblings: Vec<Value>,
+    /// Encoded causal context of everything the read saw.
+    pub context: String,
+    pub replies: u32,
+}
+
+/// The outcome of a coordinated write.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub context: String,
+    pub acks: u32,
+}
+
+/// A client write, as validated input.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub key: Bytes,
+    /// `None` deletes.
+    pub value: Option<Bytes>,
+    pub context: String,
+    pub ttl_ms: u64,
+    pub w: String,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    me: String,
+    settings: Settings,
+    store: Store,
+    topology: RwLock<Arc<Topology>>,
+    client: InternodeClient,
+    hlc: Hlc,
+    metrics: Arc<Metrics>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type ReplicaReply = (String, Result<Option<Record>, String>);
+
+impl Coordinator {
+    pub fn new(
+        me: &str,
+        settings: Settings,
+        store: Store,
+        client: InternodeClient,
+        metrics: Arc<Metrics>,
+    ) -> Coordinator {
+        Coordinator {
+            me: me.to_string(),
+            settings,
+            store,
+            topology: RwLock::new(Arc::new(Topology::default())),
+            client,
+            hlc: Hlc::new(),
+            metrics,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
+    }
+
+    pub fn set_topology(&self, t: Topology) {
+        *self.topology.write() = Arc::new(t);
+    }
+
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    /// Reads one replica, locally or over the network.
+    async fn read_replica(
+        self: &Arc<Self>,
+        m: &Member,
+        key: Bytes,
+    ) -> Result<Option<Record>, String> {
+        if m.node_id == self.me {
+            return self.store.read(&key).await.map_err(|e| e.to_string());
+        }
+        match self.client.read(&m.node_id, &m.internode_addr, key).await {
+            Ok(resp) => match resp.record {
+                None => Ok(None),
+                Some(r) => Record::from_proto(r)
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", m.node_id)),
+            },
+            Err(e) => {
+                self.metrics.internode_errors.inc();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Merges a record into one replica, locally or over the network.
+    async fn write_replica(
+        self: &Arc<Self>,
+        m: &Member,
+        key: Bytes,
+        rec: Record,
+    ) -> Result<(), String> {
+        if m.node_id == self.me {
+            if let Record::Lww(l) = &rec {
+                self.hlc.observe(l.hlc);
+            }
+            return self
+                .store
+                .merge(&key, rec)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
+        self.client
+            .write(&m.node_id, &m.internode_addr, key, rec.to_proto())
+            .await
+            .map_err(|e| {
+                self.metrics.internode_errors.inc();
+                e.to_string()
+            })
+    }
+
+    /// A quorum read of `key` with read level `r` ("" = default).
+    pub async fn get(self: &Arc<Self>, key: Bytes, r: &str) -> Result<GetOutcome, CoordError> {
+        validate::key(&key)?;
+        let (required, _) = consistency::resolve(r, self.settings.r, self.settings.n)?;
+        let topo = self.topology();
+        let replicas: Vec<Member> = topo
+            .replicas(&key, self.settings.n as usize)
+            .into_iter()
+            .cloned()
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+
+        let mut pending: FuturesUnordered<_> = replicas
+            .iter()
+            .cloned()
+            .map(|m| {
+                let this = self.clone();
+                let key = key.clone();
+                async move {
+                    let res =
+                        match tokio::time::timeout_at(deadline, this.read_replica(&m, key)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!("{}: timed out", m.node_id)),
+                        };
+                    (m.node_id.clone(), res)
+                }
+            })
+            .collect();
+        let mut replies: Vec<ReplicaReply> = Vec::new();
+        let mut ok = 0u32;
+        while ok < required {
+            match pending.next().await {
+                Some(reply) => {
+                    if reply.1.is_ok() {
+                        ok += 1;
+                    }
+                    replies.push(reply);
+                }
+                None => break,
+            }
+        }
+        if ok < required {
+            self.metrics
+                .quorum_failures
+                .get_or_create(&OnlyOp { op: "get" })
+                .inc();
+            return Err(CoordError::QuorumNotReached {
+                op: "read",
+                required,
+                got: ok,
+                replicas: replicas.len(),
+                detail: failure_detail(&replies),
+            });
+        }
+        let merged = replies
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned().flatten())
+            .reduce(|a, b| a.merge(&b));
+        let now = now_ms();
+        let outcome = GetOutcome {
+            siblings: merged
+                .as_ref()
+                .map(|m| m.live_values(now).into_iter().cloned().collect())
+                .unwrap_or_default(),
+            context: merged
+                .as_ref()
+                .map(|m| m.context())
+                .unwrap_or_default()
+                .encode(),
+            replies: ok,
+        };
+        // Read repair runs after the answer, with the late replies too.
+        let this = self.clone();
+        let span = tracing::debug_span!("read_repair");
+        tokio::spawn(
+            async move {
+                while let Some(reply) = pending.next().await {
+                    replies.push(reply);
+                }
+                this.read_repair(key, &replicas, replies).await;
+            }
+            .instrument(span),
+        );
+        Ok(outcome)
+    }
+
+    async fn read_repair(
+        self: &Arc<Self>,
+        key: Bytes,
+        replicas: &[Member],
+        replies: Vec<ReplicaReply>,
+    ) {
+        let answered: Vec<(String, Option<Record>)> = replies
+            .into_iter()
+            .filter_map(|(id, r)| r.ok().map(|rec| (id, rec)))
+            .collect();
+        let Some(merged) = answered
+            .iter()
+            .filter_map(|(_, r)| r.clone())
+            .reduce(|a, b| a.merge(&b))
+        else {
+            return;
+        };
+        for (id, rec) in answered {
+            let stale = match &rec {
+                None => true,
+                Some(r) => r.merge(&merged) != *r,
+            };
+            if !stale {
+                continue;
+            }
+            let Some(m) = replicas.iter().find(|m| m.node_id == id) else {
+                continue;
+            };
+            match self.write_replica(m, key.clone(), merged.clone()).await {
+                Ok(()) => {
+                    self.metrics.read_repairs.inc();
+                    tracing::debug!(replica = %id, "read repair");
+                }
+                Err(e) => tracing::debug!(replica = %id, error = %e, "read repair failed"),
+            }
+        }
+    }
+
+    /// A client put or delete, coordinated here when this node is a replica
+    /// of the key, else forwarded to one.
+    pub async fn write(
+        self: &Arc<Self>,
+        req: WriteRequest,
+        hops: u32,
+    ) -> Result<WriteOutcome, CoordError> {
+        validate::key(&req.key)?;
+        if let Some(v) = &req.value {
+            validate::value(v, self.settings.max_value_bytes)?;
+        }
+        let ctx = VersionVector::decode(&req.context).map_err(InvalidInput::from)?;
+        let (required, _) = consistency::resolve(&req.w, self.settings.w, self.settings.n)?;
+        validate::ttl(req.ttl_ms)?;
+        let topo = self.topology();
+        let replicas: Vec<Member> = topo
+            .replicas(&req.key, self.settings.n as usize)
+            .into_iter()
+            .cloned()
+            .collect();
+        if replicas.is_empty() {
+            return Err(CoordError::Unavailable(
+                "the ring is empty (no member has tokens yet)".into(),
+            ));
+        }
+        if !replicas.iter().any(|m| m.node_id == self.me) {
+            return self.forward(req, &replicas, hops).await;
+        }
+        self.coordinate(req, ctx, required, replicas).await
+    }
+
+    async fn forward(
+        self: &Arc<Self>,
+        req: WriteRequest,
+        replicas: &[Member],
+        hops: u32,
+    ) -> Result<WriteOutcome, CoordError> {
+        if hops >= MAX_HOPS {
+            return Err(CoordError::Unavailable(format!(
+                "write forwarded {hops} times without reaching a replica"
+            )));
+        }
+        self.metrics.forwarded_writes.inc();
+        // Alive replicas first, in preference order.
+        let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).collect();
+        order.extend(replicas.iter().filter(|m| !m.alive));
+        let mut errors = Vec::new();
+        for m in order {
+            let pb_req = pb::CoordinateWriteRequest {
+                key: req.key.clone(),
+                value: req.value.clone(),
+                context: req.context.clone(),
+                ttl_ms: req.ttl_ms,
+                w: req.w.clone(),
+                hops: hops + 1,
+            };
+            let call = self
+                .client
+                .coordinate(&m.node_id, &m.internode_addr, pb_req);
+            match tokio::time::timeout(self.settings.timeout, call).await {
+                Ok(Ok(resp)) => {
+                    return Ok(WriteOutcome {
+                        context: resp.context,
+                        acks: resp.acks,
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.metrics.internode_errors.inc();
+                    if e.not_delivered() {
+                        errors.push(e.to_string());
+                        continue;
+                    }
+                    // The replica answered with a verdict (bad input, quorum
+                    // failure), or the reply was lost after the write may have
+                    // happened: retrying elsewhere could duplicate it as a sibling.
+                    return Err(match e.status() {
+                        Some(s) => CoordError::Remote {
+                            code: s.code(),
+                            message: s.message().to_string(),
+                        },
+                        None => CoordError::Unavailable(format!(
+                            "{e} (the write may have been applied)"
+                        )),
+                    });
+                }
+                Err(_) => {
+                    return Err(CoordError::Unavailable(format!(
+                        "{} did not answer within {:?} (the write may have been applied)",
+                        m.node_id, self.settings.timeout
+                    )));
+                }
+            }
+        }
+        Err(CoordError::Unavailable(errors.join("; ")))
+    }
+
+    async fn coordinate(
+        self: &Arc<Self>,
+        req: WriteRequest,
+        ctx: VersionVector,
+        required: u32,
+        replicas: Vec<Member>,
+    ) -> Result<WriteOutcome, CoordError> {
+        let now = now_ms();
+        let value = Value {
+            data: req.value.clone(),
+            expires_at_ms: if req.ttl_ms > 0 {
+                now.saturating_add(req.ttl_ms)
+            } else {
+                0
+            },
+            written_at_ms: now,
+        };
+        let me = self.me.clone();
+        let (record, context) = match self.settings.mode {
+            ConflictMode::Causal => {
+                let ctx2 = ctx.clone();
+                let rec = self
+                    .store
+                    .update(&req.key, move |cur| {
+                        let local = match cur {
+                            Some(Record::Causal(d)) => d,
+                            _ => DvvSet::default(),
+                        };
+                        Record::Causal(DvvSet::update(&local, &ctx2, &me, value))
+                    })
+                    .await?;
+                let counter = match &rec {
+                    Record::Causal(d) => d.counter_of(&self.me),
+                    Record::Lww(_) => 0,
+                };
+                let context = ctx.with(&self.me, counter).encode();
+                (rec, context)
+            }
+            ConflictMode::Lww => {
+                let lww = Record::Lww(LwwValue {
+                    hlc: self.hlc.now(),
+                    writer: me,
+                    value,
+                });
+                let rec = self.store.merge(&req.key, lww).await?;
+                (rec, VersionVector::new().encode())
+            }
+        };
+        let mut acks = 1u32;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        let others: Vec<Member> = replicas
+            .iter()
+            .filter(|m| m.node_id != self.me)
+            .cloned()
+            .collect();
+        for m in &others {
+            let this = self.clone();
+            let (m, key, rec, tx) = (m.clone(), req.key.clone(), record.clone(), tx.clone());
+            let timeout = self.settings.timeout;
+            // Spawned, so the write still reaches slow replicas after we answer.
+            tokio::spawn(
+                async move {
+                    let res = match tokio::time::timeout(timeout, this.write_replica(&m, key, rec))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("{}: timed out", m.node_id)),
+                    };
+                    let _ = tx.send((m.node_id.clone(), res));
+                }
+                .in_current_span(),
+            );
+        }
+        drop(tx);
+        let mut failures: Vec<ReplicaReply> = Vec::new();
+        while acks < required {
+            match rx.recv().await {
+                Some((_, Ok(()))) => acks += 1,
+                Some((id, Err(e))) => failures.push((id, Err(e))),
+                None => break,
+            }
+        }
+        if acks < required {
+            let op = if req.value.is_some() { "put" } else { "delete" };
+            self.metrics
+                .quorum_failures
+                .get_or_create(&OnlyOp { op })
+                .inc();
+            return Err(CoordError::QuorumNotReached {
+                op: "write",
+                required,
+                got: acks,
+                replicas: replicas.len(),
+                detail: failure_detail(&failures),
+            });
+        }
+        Ok(WriteOutcome { context, acks })
+    }
+}
+
+fn failure_detail(replies: &[ReplicaReply]) -> String {
+    let errs: Vec<&str> = replies
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().err().map(|s| s.as_str()))
+        .collect();
+    if errs.is_empty() {
+        "no other replica answered".to_string()
+    } else {
+        errs.join("; ")
+    }
+}
+
+impl From<StorageError> for tonic::Status {
+    fn from(e: StorageError) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
+}

@@ -1,0 +1,14 @@
+//! `ringkv-node`: runs one ringkv storage node (see docs/node-config.md).
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "ringkv-node", version, about = "A ringkv storage node")]
+struct Cli {
+    #[command(flatten)]
+    args: ringkv_node::Args,
+}
+
+fn main() -> std::process::ExitCode {
+    ringkv_node::main_with_args(Cli::parse().args)
+}

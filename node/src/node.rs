@@ -1,0 +1,440 @@
+//! Wiring: opens storage, binds every listener, joins the membership, picks
+//! tokens on first start, and serves the four APIs until shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringkv_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::admin::AdminService;
+use crate::api::grpc::KeyValueService;
+use crate::api::internode::InternodeService;
+use crate::api::{ApiState, Gate};
+use crate::config::Config;
+use crate::coordinator::{Coordinator, Settings, Topology};
+use crate::membership::{Membership, MembershipError, NodeState};
+use crate::metrics::Metrics;
+use crate::ring::{
+    Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens,
+};
+use crate::storage::{StorageError, Store};
+use crate::transport::{FaultInjector, InternodeClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {path} belongs to node {found:?}, not {configured:?}; point data_dir elsewhere or fix node_id"
+    )]
+    WrongNode {
+        path: std::path::PathBuf,
+        found: String,
+        configured: String,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// Test and embedding hooks that are not configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Shared fault injector for the internode transport (tests).
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+/// The addresses a started node actually listens on.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BoundAddrs {
+    pub gossip: SocketAddr,
+    pub internode: SocketAddr,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A running node. Dropping it does not stop it; call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub config: Arc<Config>,
+    pub addrs: BoundAddrs,
+    pub faults: Arc<FaultInjector>,
+    pub coordinator: Arc<Coordinator>,
+    pub membership: Membership,
+    pub metrics: Arc<Metrics>,
+    state: ApiState,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { what, addr, source })
+}
+
+/// The data directory remembers whose it is, so a volume mounted on the wrong
+/// pod is refused instead of silently served under another identity.
+fn claim_data_dir(dir: &Path, node_id: &str) -> Result<(), NodeError> {
+    let io = |source| NodeError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == node_id => Ok(()),
+        Ok(found) => Err(NodeError::WrongNode {
+            path: dir.to_path_buf(),
+            found: found.trim().to_string(),
+            configured: node_id.into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{node_id}\n")).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::coordinator::now_ms()
+}
+
+impl RunningNode {
+    pub async fn start(config: Config, opts: NodeOptions) -> Result<RunningNode, NodeError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let started = Instant::now();
+        claim_data_dir(&config.data_dir, &config.node_id)?;
+        let store = {
+            let dir = config.data_dir.join("engine");
+            let (sync, grace) = (config.sync, config.tombstone_grace);
+            tokio::task::spawn_blocking(move || Store::open(&dir, sync, grace))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??
+        };
+
+        let gossip = Membership::bind(config.listen_gossip).await?;
+        let internode_l = bind("listen_internode", config.listen_internode).await?;
+        let grpc_l = bind("listen_grpc", config.listen_grpc).await?;
+        let http_l = bind("listen_http", config.listen_http).await?;
+        let local = |s: &dyn Fn() -> std::io::Result<SocketAddr>, what, addr| {
+            s().map_err(|source| NodeError::Bind { what, addr, source })
+        };
+        let addrs = BoundAddrs {
+            gossip: local(
+                &|| gossip.local_addr(),
+                "listen_gossip",
+                config.listen_gossip,
+            )?,
+            internode: local(
+                &|| internode_l.local_addr(),
+                "listen_internode",
+                config.listen_internode,
+            )?,
+            grpc: local(&|| grpc_l.local_addr(), "listen_grpc", config.listen_grpc)?,
+            http: local(&|| http_l.local_addr(), "listen_http", config.listen_http)?,
+        };
+        let adv = |a: SocketAddr| format!("{}:{}", config.advertise_host, a.port());
+
+        // Tokens persisted by an earlier run mean this node is already a member.
+        let persisted = match load_or_create_tokens(&config.data_dir, Vec::new) {
+            Ok((t, _)) if !t.is_empty() => Some(t),
+            Ok(_) => None,
+            Err(TokenFileError::Corrupt { reason, .. }) if reason == "no tokens" => None,
+            Err(e) => return Err(e.into()),
+        };
+        let info = pb::MemberInfo {
+            node_id: config.node_id.clone(),
+            zone: config.zone.clone(),
+            state: if persisted.is_some() {
+                NodeState::Normal
+            } else {
+                NodeState::Joining
+            }
+            .to_proto() as i32,
+            generation: now_ms(),
+            tokens: persisted.clone().unwrap_or_default(),
+            internode_addr: adv(addrs.internode),
+            client_grpc_addr: adv(addrs.grpc),
+            http_addr: adv(addrs.http),
+            gossip_addr: adv(addrs.gossip),
+            heartbeat: 0,
+        };
+        let membership =
+            Membership::start(gossip, info, config.seeds.clone(), config.gossip_interval);
+
+        if persisted.is_none() {
+            let tokens = choose_tokens(&config, &membership).await;
+            let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
+            membership
+                .update_local(|l| {
+                    l.tokens = tokens.clone();
+                    l.state = NodeState::Normal.to_proto() as i32;
+                })
+                .await;
+            tracing::info!(tokens = tokens.len(), "tokens chosen and persisted");
+        }
+
+        let metrics = Arc::new(Metrics::new());
+        let faults = opts.faults.unwrap_or_default();
+        let client = InternodeClient::new(&config.node_id, faults.clone(), config.request_timeout);
+        let coordinator = Arc::new(Coordinator::new(
+            &config.node_id,
+            Settings::from_config(&config),
+            store,
+            client,
+            metrics.clone(),
+        ));
+        coordinator.set_topology(Topology::new(membership.view()));
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(follow_membership(
+            membership.clone(),
+            coordinator.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+
+        let state = ApiState {
+            config: config.clone(),
+            coord: coordinator.clone(),
+            membership: membership.clone(),
+            metrics: metrics.clone(),
+            gate: Arc::new(Gate::default()),
+            started,
+        };
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let frame_limit = config.max_value_bytes + (256 << 10);
+
+        let internode = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::internode_server::InternodeServer::new(InternodeService {
+                    state: state.clone(),
+                })
+                .max_decoding_message_size(frame_limit * 2)
+                .max_encoding_message_size(frame_limit * 2),
+            )
+            .add_service(pb::admin_server::AdminServer::new(AdminService {
+                state: state.clone(),
+            }))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(internode_l),
+                stopped(stop_rx.clone()),
+            );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = internode.await {
+                tracing::error!(error = %e, "internode server failed");
+            }
+        }));
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| NodeError::Reflection(e.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| NodeError::Reflection(e.to_string()))?;
+        let grpc = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                pb::key_value_server::KeyValueServer::new(KeyValueService {
+                    state: state.clone(),
+                })
+                .max_decoding_message_size(frame_limit)
+                .max_encoding_message_size(frame_limit * 4),
+            )
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_l), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!(error = %e, "client gRPC server failed");
+            }
+        }));
+
+        let http = axum::serve(http_l, crate::api::http::router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = http.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+
+        write_endpoints(&config, &addrs);
+        tracing::info!(node = %config.node_id, http = %addrs.http, grpc = %addrs.grpc, internode = %addrs.internode, gossip = %addrs.gossip, "node started");
+        Ok(RunningNode {
+            config,
+            addrs,
+            faults,
+            coordinator,
+            membership,
+            metrics,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// Admin status as this node would answer it.
+    pub fn status(&self) -> pb::StatusResponse {
+        crate::api::admin::status(&self.state)
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes storage.
+    pub async fn shutdown(self) {
+        self.state.gate.drain(Duration::from_secs(5)).await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            // Servers finish in-flight calls; don't wait forever on a stuck client.
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        self.membership.shutdown();
+        if let Err(e) = self.coordinator.store().close().await {
+            tracing::warn!(error = %e, "closing storage");
+        }
+        let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
+        tracing::info!(node = %self.config.node_id, "node stopped");
+    }
+}
+
+/// Where a node publishes its bound addresses (for `ringkv local` and tests).
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+fn write_endpoints(config: &Config, addrs: &BoundAddrs) {
+    let body = serde_json::json!({
+        "node_id": config.node_id,
+        "http": addrs.http.to_string(),
+        "grpc": addrs.grpc.to_string(),
+        "internode": addrs.internode.to_string(),
+        "gossip": addrs.gossip.to_string(),
+        "pid": std::process::id(),
+    });
+    let tmp = config.data_dir.join(format!("{ENDPOINTS_FILE}.tmp"));
+    if std::fs::write(&tmp, body.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, config.data_dir.join(ENDPOINTS_FILE));
+    }
+}
+
+/// First start: learn the ring from the seeds (if any answer in time), then
+/// place tokens against it.
+async fn choose_tokens(config: &Config, membership: &Membership) -> Vec<u64> {
+    if !config.seeds.is_empty() {
+        let wait =
+            (config.gossip_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10));
+        if membership.wait_for_peer(wait).await {
+            // One more round so tables relayed by the seed arrive too.
+            tokio::time::sleep(config.gossip_interval.min(Duration::from_secs(1))).await;
+        } else {
+            tracing::info!("no seed answered; choosing tokens as the first node");
+        }
+    }
+    let view = membership.view();
+    let ring = Ring::new(
+        view.members
+            .iter()
+            .filter(|m| m.node_id != config.node_id && m.state.in_ring() && !m.tokens.is_empty())
+            .map(|m| RingNode {
+                id: m.node_id.clone(),
+                zone: m.zone.clone(),
+                tokens: m.tokens.as_ref().clone(),
+            })
+            .collect(),
+    );
+    allocate_tokens(
+        &ring,
+        &config.zone,
+        config.vnodes,
+        &mut SplitMix64::from_entropy(),
+    )
+}
+
+/// Rebuilds the coordinator's topology whenever the membership view changes.
+async fn follow_membership(
+    membership: Membership,
+    coord: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = membership.subscribe();
+    loop {
+        let view = rx.borrow_and_update().clone();
+        metrics.members_total.set(view.members.len() as i64);
+        metrics
+            .members_alive
+            .set(view.members.iter().filter(|m| m.alive).count() as i64);
+        coord.set_topology(Topology::new(view));
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM, then shuts it down cleanly.
+pub async fn run(config: Config) -> Result<(), NodeError> {
+    let node = RunningNode::start(config, NodeOptions::default()).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received, shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,138 @@
+//! Fault injection for internode calls. One injector may be shared by every
+//! node of an in-process test cluster: rules are keyed by (from, to) node id,
+//! so a test can cut exactly the links it wants.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+/// What happens to a call on a faulty link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// The request never arrives: the call fails at once as unreachable.
+    Drop,
+    /// The request arrives and is applied, but the reply is lost.
+    DropReply,
+    /// The request is held this long before it is sent.
+    Delay(Duration),
+    /// Each request is dropped with this probability (0..=1).
+    Flaky(f64),
+}
+
+/// The verdict for one call, decided before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Verdict {
+    Pass,
+    Drop,
+    DropReply,
+    Delay(Duration),
+}
+
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    links: RwLock<HashMap<(String, String), Fault>>,
+    dropped: AtomicU64,
+    calls: AtomicU64,
+    seq: AtomicU64,
+}
+
+impl FaultInjector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the fault of the one-way link `from → to`.
+    pub fn set(&self, from: &str, to: &str, fault: Fault) {
+        self.links
+            .write()
+            .insert((from.to_string(), to.to_string()), fault);
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn partition(&self, a: &str, b: &str) {
+        self.set(a, b, Fault::Drop);
+        self.set(b, a, Fault::Drop);
+    }
+
+    /// Cuts `node` off from every node in `others`, both ways.
+    pub fn isolate(&self, node: &str, others: &[&str]) {
+        for o in others {
+            if *o != node {
+                self.partition(node, o);
+            }
+        }
+    }
+
+    pub fn clear(&self, from: &str, to: &str) {
+        self.links
+            .write()
+            .remove(&(from.to_string(), to.to_string()));
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        self.links.write().clear();
+    }
+
+    /// Calls dropped so far (requests or replies).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls attempted so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn verdict(&self, from: &str, to: &str) -> Verdict {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let fault = {
+            let links = self.links.read();
+            if links.is_empty() {
+                return Verdict::Pass;
+            }
+            links.get(&(from.to_string(), to.to_string())).copied()
+        };
+        let v = match fault {
+            None => Verdict::Pass,
+            Some(Fault::Drop) => Verdict::Drop,
+            Some(Fault::DropReply) => Verdict::DropReply,
+            Some(Fault::Delay(d)) => Verdict::Delay(d),
+            Some(Fault::Flaky(p)) => {
+                // A cheap deterministic-per-call coin: splitmix of a sequence number.
+                let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                let mut rng = crate::ring::SplitMix64::new(n ^ 0x5eed);
+                if rng.next_f64() < p {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                }
+            }
+        };
+        if matches!(v, Verdict::Drop | Verdict::DropReply) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_per_directed_link() {
+        let f = FaultInjector::new();
+        assert_eq!(f.verdict("a", "b"), Verdict::Pass);
+        f.set("a", "b", Fault::DropReply);
+        assert_eq!(f.verdict("a", "b"), Verdict::DropReply);
+        assert_eq!(f.verdict("b", "a"), Verdict::Pass);
+        f.partition("a", "c");
+        assert_eq!(f.verdict("c", "a"), Verdict::Drop);
+        f.heal();
+        assert_eq!(f.verdict("c", "a"), Verdict::Pass);
+        assert_eq!(f.dropped(), 2);
+    }
+}

@@ -1,0 +1,9 @@
+//! The internode transport: a pooled gRPC client per peer, with a fault
+//! injector consulted before (and after) every call, so tests can drop, delay
+//! or partition traffic between chosen nodes.
+
+mod client;
+mod faults;
+
+pub use client::{InternodeClient, TransportError};
+pub use faults::{Fault, FaultInjector};

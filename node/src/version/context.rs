@@ -1,0 +1,177 @@
+//! Version vectors and the opaque causal context handed to clients.
+//!
+//! Wire form: URL-safe base64 (no padding) of
+//! `version(1) | count varint | (id_len varint, id, counter varint)* | xxh3 low 32 bits`.
+//! A context is a capability to supersede versions, so anything that does not
+//! decode exactly (wrong version, bad checksum, unsorted or duplicate ids,
+//! zero counters, trailing bytes) is rejected, never guessed at.
+
+use base64::Engine as _;
+
+const VERSION: u8 = 1;
+const MAX_ENTRIES: usize = 1024;
+const MAX_ID: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    #[error("context is not valid base64url: {0}")]
+    Base64(String),
+    #[error("context is truncated")]
+    Truncated,
+    #[error("context has unknown format version {0}")]
+    Version(u8),
+    #[error("context checksum mismatch (altered or corrupted)")]
+    Checksum,
+    #[error("context is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Node id → highest event counter seen. Sorted by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionVector {
+    entries: Vec<(String, u64)>,
+}
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From entries already sorted by id with distinct ids.
+    pub(crate) fn from_sorted(entries: Vec<(String, u64)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        VersionVector { entries }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|(n, c)| (n.as_str(), *c))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, node: &str) -> u64 {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, c)| *c)
+            .unwrap_or(0)
+    }
+
+    /// Pointwise maximum.
+    pub fn merge(&self, other: &Self) -> Self {
+        let mut m: std::collections::BTreeMap<String, u64> = self.entries.iter().cloned().collect();
+        for (n, c) in &other.entries {
+            let e = m.entry(n.clone()).or_insert(0);
+            *e = (*e).max(*c);
+        }
+        VersionVector {
+            entries: m.into_iter().collect(),
+        }
+    }
+
+    pub fn with(&self, node: &str, counter: u64) -> Self {
+        self.merge(&VersionVector {
+            entries: vec![(node.to_string(), counter)],
+        })
+    }
+
+    /// Every counter ≤ the other's.
+    pub fn descends_from(&self, other: &Self) -> bool {
+        other.entries.iter().all(|(n, c)| self.get(n) >= *c)
+    }
+
+    pub fn less_than(&self, other: &Self) -> bool {
+        other.descends_from(self) && self != other
+    }
+
+    pub fn encode(&self) -> String {
+        let mut buf = vec![VERSION];
+        put_varint(&mut buf, self.entries.len() as u64);
+        for (n, c) in &self.entries {
+            put_varint(&mut buf, n.len() as u64);
+            buf.extend_from_slice(n.as_bytes());
+            put_varint(&mut buf, *c);
+        }
+        let sum = xxhash_rust::xxh3::xxh3_64(&buf) as u32;
+        buf.extend_from_slice(&sum.to_le_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// Decodes a client context; the empty string is the empty context.
+    pub fn decode(s: &str) -> Result<Self, ContextError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self::default());
+        }
+        let buf = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| ContextError::Base64(e.to_string()))?;
+        if buf.len() < 1 + 1 + 4 {
+            return Err(ContextError::Truncated);
+        }
+        if buf[0] != VERSION {
+            return Err(ContextError::Version(buf[0]));
+        }
+        let (body, sum) = buf.split_at(buf.len() - 4);
+        if xxhash_rust::xxh3::xxh3_64(body) as u32
+            != u32::from_le_bytes(sum.try_into().expect("4 bytes"))
+        {
+            return Err(ContextError::Checksum);
+        }
+        let mut r = &body[1..];
+        let count = get_varint(&mut r)? as usize;
+        if count > MAX_ENTRIES {
+            return Err(ContextError::Malformed("too many entries"));
+        }
+        let mut entries: Vec<(String, u64)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = get_varint(&mut r)? as usize;
+            if len == 0 || len > MAX_ID {
+                return Err(ContextError::Malformed("node id length out of range"));
+            }
+            if r.len() < len {
+                return Err(ContextError::Truncated);
+            }
+            let id = std::str::from_utf8(&r[..len])
+                .map_err(|_| ContextError::Malformed("node id is not UTF-8"))?;
+            r = &r[len..];
+            let c = get_varint(&mut r)?;
+            if c == 0 {
+                return Err(ContextError::Malformed("zero counter"));
+            }
+            if let Some((prev, _)) = entries.last()
+                && prev.as_str() >= id
+            {
+                return Err(ContextError::Malformed("node ids not strictly increasing"));
+            }
+            entries.push((id.to_string(), c));
+        }
+        if !r.is_empty() {
+            return Err(ContextError::Malformed("trailing bytes"));
+        }
+        Ok(VersionVector { entries })
+    }
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_varint(r: &mut &[u8]) -> Result<u64, ContextError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = r.split_first().ok_or(ContextError::Truncated)?;
+        *r = rest;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(ContextError::Malformed("varint too long"))
+}
