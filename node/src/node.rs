@@ -21,7 +21,7 @@ use crate::coordinator::{Coordinator, Settings, Topology};
 use crate::membership::{Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
 use crate::ring::{
-    Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens,
+    Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens, load_tokens,
 };
 use crate::storage::{StorageError, Store};
 use crate::transport::{FaultInjector, InternodeClient};
@@ -159,12 +159,7 @@ impl RunningNode {
         let adv = |a: SocketAddr| format!("{}:{}", config.advertise_host, a.port());
 
         // Tokens persisted by an earlier run mean this node is already a member.
-        let persisted = match load_or_create_tokens(&config.data_dir, Vec::new) {
-            Ok((t, _)) if !t.is_empty() => Some(t),
-            Ok(_) => None,
-            Err(TokenFileError::Corrupt { reason, .. }) if reason == "no tokens" => None,
-            Err(e) => return Err(e.into()),
-        };
+        let persisted = load_tokens(&config.data_dir)?;
         let info = pb::MemberInfo {
             node_id: config.node_id.clone(),
             zone: config.zone.clone(),

@@ -7,7 +7,7 @@ mod alloc;
 mod persist;
 
 pub use alloc::{SplitMix64, allocate_tokens};
-pub use persist::{TokenFileError, load_or_create_tokens};
+pub use persist::{TokenFileError, load_or_create_tokens, load_tokens};
 
 use std::collections::HashMap;
 

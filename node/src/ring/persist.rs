@@ -18,6 +18,14 @@ pub enum TokenFileError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+/// The persisted tokens, if this node has chosen them before.
+pub fn load_tokens(dir: &Path) -> Result<Option<Vec<Token>>, TokenFileError> {
+    if !dir.join(FILE).exists() {
+        return Ok(None);
+    }
+    load_or_create_tokens(dir, Vec::new).map(|(t, _)| Some(t))
+}
+
 /// Loads the persisted tokens, or persists and returns `create()` when there
 /// are none. The file is written to a temporary name, fsynced and renamed, so
 /// a crash never leaves a half-written token list.
