@@ -43,14 +43,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -132,7 +132,7 @@ pub fn read_write(e: &dyn Engine, n: u64, ops: u64, value_len: usize, seed: u64)
     let mut r = Rng::new(seed);
     timed(ops, || {
         for _ in 0..ops {
-            let x = r.next();
+            let x = r.next_u64();
             let i = (x >> 1) % n;
             if x & 1 == 0 {
                 assert!(e.get(&key(i)));
