@@ -1,1 +1,307 @@
-//! ringkv-client
+//! ringkv-client: talk to a ringkv cluster from Rust.
+//!
+//! Connect to any node; every node coordinates any request. A read returns
+//! every sibling plus one opaque causal [`Context`]; pass the context back on
+//! the next write to supersede exactly what you read. Writing without a
+//! context creates a sibling of whatever you did not see.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ringkv_client::ClientError> {
+//! let mut c = ringkv_client::Client::connect("http://127.0.0.1:7070").await?;
+//! c.put("greeting", "hello").await?;
+//! let got = c.get("greeting").await?;
+//! c.put_with("greeting", "hello again", ringkv_client::PutOptions::after(&got)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_client::AdminClient;
+use ringkv_proto::v1::key_value_client::KeyValueClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use ringkv_proto::v1::StatusResponse;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The server refused the request as invalid (nothing was written).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// Quorum not reached, node draining, or unreachable: retry, maybe elsewhere.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("{code:?}: {message}")]
+    Other { code: tonic::Code, message: String },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::InvalidArgument => ClientError::InvalidArgument(s.message().to_string()),
+            tonic::Code::Unavailable => ClientError::Unavailable(s.message().to_string()),
+            code => ClientError::Other {
+                code,
+                message: s.message().to_string(),
+            },
+        }
+    }
+}
+
+/// The opaque causal context of a read or write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context(pub String);
+
+impl Context {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub value: Bytes,
+    /// Unix ms; 0 = never.
+    pub expires_at_unix_ms: u64,
+    pub written_at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    /// Live values; more than one means concurrent writes to resolve.
+    pub siblings: Vec<Sibling>,
+    pub context: Context,
+    pub replies: u32,
+}
+
+impl GetResult {
+    pub fn found(&self) -> bool {
+        !self.siblings.is_empty()
+    }
+    /// The single value, if there is exactly one.
+    pub fn value(&self) -> Option<&Bytes> {
+        match self.siblings.as_slice() {
+            [one] => Some(&one.value),
+            _ => None,
+        }
+    }
+    pub fn has_conflict(&self) -> bool {
+        self.siblings.len() > 1
+    }
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub context: Context,
+    pub ttl: Option<Duration>,
+    /// `one | quorum | all | <n>`; empty = cluster default.
+    pub w: String,
+}
+
+impl PutOptions {
+    /// A put superseding what `read` returned.
+    pub fn after(read: &GetResult) -> Self {
+        PutOptions {
+            context: read.context.clone(),
+            ..Default::default()
+        }
+    }
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    pub fn w(mut self, w: impl Into<String>) -> Self {
+        self.w = w.into();
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub context: Context,
+    pub acks: u32,
+}
+
+async fn channel(addr: &str) -> Result<Channel, ClientError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let err = |reason: String| ClientError::Connect {
+        addr: url.clone(),
+        reason,
+    };
+    Endpoint::from_shared(url.clone())
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| {
+            err(format!(
+                "{e} ({})",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ))
+        })
+}
+
+/// A client of the `ringkv.v1.KeyValue` API of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    kv: KeyValueClient<Channel>,
+}
+
+impl Client {
+    /// Connects to a node's client gRPC address (`http://host:7070` or `host:7070`).
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        Ok(Client::from_channel(channel(addr).await?))
+    }
+
+    pub fn from_channel(ch: Channel) -> Client {
+        Client {
+            kv: KeyValueClient::new(ch)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        }
+    }
+
+    pub async fn get(&mut self, key: impl AsRef<[u8]>) -> Result<GetResult, ClientError> {
+        self.get_with(key, "").await
+    }
+
+    /// A read with consistency `r` (`one | quorum | all | <n>`, empty = default).
+    pub async fn get_with(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        r: &str,
+    ) -> Result<GetResult, ClientError> {
+        let resp = self
+            .kv
+            .get(pb::GetRequest {
+                key: Bytes::copy_from_slice(key.as_ref()),
+                r: r.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(GetResult {
+            siblings: resp
+                .siblings
+                .into_iter()
+                .map(|s| Sibling {
+                    value: s.value,
+                    expires_at_unix_ms: s.expires_at_unix_ms,
+                    written_at_unix_ms: s.written_at_unix_ms,
+                })
+                .collect(),
+            context: Context(resp.context),
+            replies: resp.replies,
+        })
+    }
+
+    /// A put without context: a sibling of anything this client did not read.
+    pub async fn put(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+    ) -> Result<PutResult, ClientError> {
+        self.put_with(key, value, PutOptions::default()).await
+    }
+
+    pub async fn put_with(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        opts: PutOptions,
+    ) -> Result<PutResult, ClientError> {
+        let resp = self
+            .kv
+            .put(pb::PutRequest {
+                key: Bytes::copy_from_slice(key.as_ref()),
+                value: value.into(),
+                context: opts.context.0,
+                ttl_ms: opts.ttl.map(|d| d.as_millis().max(1) as u64).unwrap_or(0),
+                w: opts.w,
+            })
+            .await?
+            .into_inner();
+        Ok(PutResult {
+            context: Context(resp.context),
+            acks: resp.acks,
+        })
+    }
+
+    /// Deletes what `context` saw (empty: everything this client did not see stays).
+    pub async fn delete(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        context: &Context,
+        w: &str,
+    ) -> Result<u32, ClientError> {
+        let resp = self
+            .kv
+            .delete(pb::DeleteRequest {
+                key: Bytes::copy_from_slice(key.as_ref()),
+                context: context.0.clone(),
+                w: w.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(resp.acks)
+    }
+
+    /// Reads `key`; if it has siblings, merges them with `merge` and writes
+    /// the result back with the read's context, collapsing them. Returns the
+    /// resolved value (None when the key is absent).
+    pub async fn resolve<F>(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        merge: F,
+    ) -> Result<Option<Bytes>, ClientError>
+    where
+        F: FnOnce(&[Sibling]) -> Bytes,
+    {
+        let key = key.as_ref();
+        let got = self.get(key).await?;
+        match got.siblings.len() {
+            0 => Ok(None),
+            1 => Ok(Some(got.siblings[0].value.clone())),
+            _ => {
+                let merged = merge(&got.siblings);
+                self.put_with(key, merged.clone(), PutOptions::after(&got))
+                    .await?;
+                Ok(Some(merged))
+            }
+        }
+    }
+}
+
+/// A client of a node's Admin API (internode port, 7001).
+#[derive(Debug, Clone)]
+pub struct Admin {
+    admin: AdminClient<Channel>,
+}
+
+impl Admin {
+    pub async fn connect(addr: &str) -> Result<Admin, ClientError> {
+        Ok(Admin {
+            admin: AdminClient::new(channel(addr).await?),
+        })
+    }
+
+    pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
+        Ok(self.admin.status(pb::StatusRequest {}).await?.into_inner())
+    }
+
+    /// Stops the node accepting client requests (Kubernetes preStop).
+    pub async fn drain(&mut self) -> Result<(), ClientError> {
+        self.admin.drain(pb::DrainRequest {}).await?;
+        Ok(())
+    }
+}

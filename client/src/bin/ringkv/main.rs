@@ -1,0 +1,276 @@
+//! `ringkv`: the ringkv command line.
+
+mod bench;
+mod local;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ringkv_client::{Admin, Client, Context, PutOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "ringkv",
+    version,
+    about = "ringkv: a Dynamo-style distributed key-value store"
+)]
+struct Cli {
+    /// Client gRPC address of any node.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_ADDR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    addr: String,
+    /// Admin (internode) gRPC address of a node.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_ADMIN",
+        default_value = "http://127.0.0.1:7001"
+    )]
+    admin: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only obscure clap derive
+enum Cmd {
+    /// Read a key: prints the value (or every sibling) to stdout, the context to stderr.
+    Get {
+        key: String,
+        /// Read consistency: one | quorum | all | <n>.
+        #[arg(long, default_value = "")]
+        r: String,
+        /// Print JSON with every sibling and the context.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key (VALUE `-` reads stdin). Without --context the value becomes
+    /// a sibling of whatever is there; pass the context from `get` to replace it.
+    Put {
+        key: String,
+        value: String,
+        #[arg(long, default_value = "")]
+        context: String,
+        /// Time to live, e.g. 30s, 5m, 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// Write consistency: one | quorum | all | <n>.
+        #[arg(long, default_value = "")]
+        w: String,
+    },
+    /// Delete a key (pass the context from `get` to delete what you saw).
+    Delete {
+        key: String,
+        #[arg(long, default_value = "")]
+        context: String,
+        #[arg(long, default_value = "")]
+        w: String,
+    },
+    /// Show a node's view of the cluster (Admin.Status).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a node accepting client requests (Kubernetes preStop).
+    Drain,
+    /// Run a local cluster of real node processes on loopback.
+    Local(local::LocalArgs),
+    /// Drive a running cluster with load and print throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Run one node (what `ringkv local` starts; same as `ringkv-node`).
+    #[command(hide = true)]
+    Node {
+        #[command(flatten)]
+        args: ringkv_node::Args,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Node { args } = cli.cmd {
+        return ringkv_node::main_with_args(args);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    match cli.cmd {
+        Cmd::Get { key, r, json } => {
+            let mut c = Client::connect(&cli.addr).await?;
+            let got = c.get_with(&key, &r).await?;
+            if json {
+                use base64::Engine as _;
+                let sibs: Vec<_> = got
+                    .siblings
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "value": std::str::from_utf8(&s.value).ok(),
+                            "value_base64": base64::engine::general_purpose::STANDARD.encode(&s.value),
+                            "expires_at_unix_ms": s.expires_at_unix_ms,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"found": got.found(), "siblings": sibs, "context": got.context.as_str()})
+                );
+            } else if !got.found() {
+                eprintln!("not found");
+                if !got.context.as_str().is_empty() {
+                    eprintln!("context: {}", got.context.as_str());
+                }
+                return Ok(ExitCode::from(1));
+            } else {
+                let mut out = std::io::stdout().lock();
+                if got.has_conflict() {
+                    eprintln!(
+                        "{} siblings (concurrent writes); resolve with put --context",
+                        got.siblings.len()
+                    );
+                }
+                for s in &got.siblings {
+                    out.write_all(&s.value)?;
+                    out.write_all(b"\n")?;
+                }
+                eprintln!("context: {}", got.context.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Put {
+            key,
+            value,
+            context,
+            ttl,
+            w,
+        } => {
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf)?;
+                buf
+            } else {
+                value.into_bytes()
+            };
+            let mut c = Client::connect(&cli.addr).await?;
+            let opts = PutOptions {
+                context: Context(context),
+                ttl,
+                w,
+            };
+            let res = c.put_with(&key, value, opts).await?;
+            println!("ok ({} acks)", res.acks);
+            eprintln!("context: {}", res.context.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Delete { key, context, w } => {
+            let mut c = Client::connect(&cli.addr).await?;
+            let acks = c.delete(&key, &Context(context), &w).await?;
+            println!("deleted ({acks} acks)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { json } => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            let s = a.status().await?;
+            print_status(&s, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Drain => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            a.drain().await?;
+            println!("drained");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Local(args) => local::run(args).await,
+        Cmd::Bench(args) => bench::run(args).await,
+        Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn state_name(s: i32) -> &'static str {
+    match ringkv_proto::v1::NodeState::try_from(s) {
+        Ok(ringkv_proto::v1::NodeState::Joining) => "JOINING",
+        Ok(ringkv_proto::v1::NodeState::Normal) => "NORMAL",
+        Ok(ringkv_proto::v1::NodeState::Leaving) => "LEAVING",
+        Ok(ringkv_proto::v1::NodeState::Left) => "LEFT",
+        _ => "UNKNOWN",
+    }
+}
+
+fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
+    let repl = s.replication.unwrap_or_default();
+    if json {
+        let members: Vec<_> = s
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "node_id": m.node_id, "zone": m.zone, "state": state_name(m.state), "alive": m.alive,
+                    "client_grpc_addr": m.client_grpc_addr, "http_addr": m.http_addr, "internode_addr": m.internode_addr,
+                    "tokens": m.tokens, "generation": m.generation, "owned_fraction": m.owned_fraction,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "node_id": s.node_id, "zone": s.zone, "state": state_name(s.state), "version": s.version,
+                "replication": {"n": repl.n, "w": repl.w, "r": repl.r}, "conflict_mode": s.conflict_mode,
+                "draining": s.draining, "uptime_ms": s.uptime_ms, "members": members,
+            })
+        );
+        return;
+    }
+    println!(
+        "node {} (zone {}) {}{} — N={} W={} R={} conflict_mode={} version {}",
+        s.node_id,
+        s.zone,
+        state_name(s.state),
+        if s.draining { ", DRAINING" } else { "" },
+        repl.n,
+        repl.w,
+        repl.r,
+        s.conflict_mode,
+        s.version
+    );
+    println!(
+        "{:<16} {:<10} {:<8} {:<6} {:>6} {:>8}  {:<22} {:<22}",
+        "MEMBER", "ZONE", "STATE", "ALIVE", "TOKENS", "OWNS", "GRPC", "HTTP"
+    );
+    for m in &s.members {
+        println!(
+            "{:<16} {:<10} {:<8} {:<6} {:>6} {:>7.1}%  {:<22} {:<22}",
+            m.node_id,
+            m.zone,
+            state_name(m.state),
+            if m.alive { "yes" } else { "no" },
+            m.tokens,
+            m.owned_fraction * 100.0,
+            m.client_grpc_addr,
+            m.http_addr
+        );
+    }
+}
