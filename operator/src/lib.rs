@@ -1,7 +1,12 @@
 //! ringkv-operator: reconciles `KVCluster` resources into per-zone StatefulSets
 //! and drives scaling, repair and rollouts through the nodes' Admin gRPC API.
 
+pub mod admin;
 pub mod builders;
 pub mod crd;
 pub mod crdgen;
 pub mod names;
+pub mod planner;
+pub mod ring;
+pub mod status;
+pub mod time;

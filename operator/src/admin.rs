@@ -1,0 +1,308 @@
+//! Client side of the node Admin gRPC API (port 7001): the only way the
+//! operator talks to nodes.
+//!
+//! Channels are created lazily and cached per endpoint; every call has a short
+//! timeout so one dead node cannot stall a reconcile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_client::AdminClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::builders::PORT_INTERNODE;
+use crate::names;
+use crate::ring::{DecommissionReport, NodeReport};
+
+/// Which node to call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub namespace: String,
+    pub cluster: String,
+    /// Pod name = node id.
+    pub pod: String,
+    /// PEM CA bundle when the cluster runs with TLS.
+    pub tls_ca: Option<Arc<Vec<u8>>>,
+}
+
+/// Maps a node to `host:port` of its Admin API.
+pub type Resolver = Arc<dyn Fn(&NodeAddr) -> String + Send + Sync>;
+
+/// Errors from an Admin call, typed so the planner can tell "try later" from "refused".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("node {node} is unreachable: {reason}")]
+    Unreachable { node: String, reason: String },
+    #[error("node {node} did not answer within {timeout:?}")]
+    Timeout { node: String, timeout: Duration },
+    #[error("node {node} refused: {message}")]
+    FailedPrecondition { node: String, message: String },
+    #[error("node {node} answered {code}: {message}")]
+    Rpc {
+        node: String,
+        code: String,
+        message: String,
+    },
+    #[error("bad admin endpoint {endpoint:?} for node {node}: {reason}")]
+    BadEndpoint {
+        node: String,
+        endpoint: String,
+        reason: String,
+    },
+}
+
+impl AdminError {
+    fn from_status(node: &str, timeout: Duration, s: tonic::Status) -> Self {
+        let node = node.to_string();
+        match s.code() {
+            tonic::Code::FailedPrecondition => Self::FailedPrecondition {
+                node,
+                message: s.message().to_string(),
+            },
+            tonic::Code::DeadlineExceeded => Self::Timeout { node, timeout },
+            tonic::Code::Unavailable | tonic::Code::Unknown
+                if s.message().contains("transport") =>
+            {
+                Self::Unreachable {
+                    node,
+                    reason: s.message().to_string(),
+                }
+            }
+            tonic::Code::Unavailable => Self::Unreachable {
+                node,
+                reason: s.message().to_string(),
+            },
+            code => Self::Rpc {
+                node,
+                code: format!("{code:?}"),
+                message: s.message().to_string(),
+            },
+        }
+    }
+}
+
+/// Outcome of `Admin.Repair`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairStarted {
+    /// False when a repair was already running (its id is returned).
+    pub started: bool,
+    pub repair_id: u64,
+}
+
+/// Pool of Admin clients.
+#[derive(Clone)]
+pub struct AdminPool {
+    resolver: Resolver,
+    timeout: Duration,
+    connect_timeout: Duration,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl std::fmt::Debug for AdminPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminPool")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminPool {
+    /// Nodes reached through their stable DNS name on the peer Service (in-cluster).
+    pub fn in_cluster(timeout: Duration) -> Self {
+        Self::with_resolver(
+            Arc::new(|a: &NodeAddr| {
+                format!(
+                    "{}:{PORT_INTERNODE}",
+                    names::pod_dns(&a.cluster, &a.namespace, &a.pod)
+                )
+            }),
+            timeout,
+        )
+    }
+
+    /// Nodes reached through a custom mapping (tests, or an operator running
+    /// outside the cluster with port-forwards).
+    pub fn with_resolver(resolver: Resolver, timeout: Duration) -> Self {
+        Self {
+            resolver,
+            timeout,
+            connect_timeout: timeout.min(Duration::from_secs(2)),
+            channels: Arc::default(),
+        }
+    }
+
+    fn client(&self, addr: &NodeAddr) -> Result<AdminClient<Channel>, AdminError> {
+        let hostport = (self.resolver)(addr);
+        let scheme = if addr.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = format!("{scheme}://{hostport}");
+        let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = cache.get(&uri) {
+            return Ok(AdminClient::new(ch.clone()));
+        }
+        let bad = |reason: String| AdminError::BadEndpoint {
+            node: addr.pod.clone(),
+            endpoint: uri.clone(),
+            reason,
+        };
+        let mut ep = Endpoint::from_shared(uri.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout);
+        if let Some(ca) = &addr.tls_ca {
+            let host = hostport
+                .rsplit_once(':')
+                .map_or(hostport.as_str(), |(h, _)| h)
+                .to_string();
+            ep = ep
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(ca.as_slice()))
+                        .domain_name(host),
+                )
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let ch = ep.connect_lazy();
+        cache.insert(uri, ch.clone());
+        Ok(AdminClient::new(ch))
+    }
+
+    async fn call<T, F, Fut>(&self, addr: &NodeAddr, f: F) -> Result<T, AdminError>
+    where
+        F: FnOnce(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client(addr)?;
+        // The channel timeout covers the request; this also bounds connection set-up.
+        match tokio::time::timeout(self.timeout + self.connect_timeout, f(client)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(AdminError::from_status(&addr.pod, self.timeout, status)),
+            Err(_) => Err(AdminError::Timeout {
+                node: addr.pod.clone(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    pub async fn status(&self, addr: &NodeAddr) -> Result<NodeReport, AdminError> {
+        let s = self
+            .call(
+                addr,
+                |mut c| async move { c.status(pb::StatusRequest {}).await },
+            )
+            .await?;
+        Ok(NodeReport::from(&s))
+    }
+
+    /// Starts or resumes a decommission; returns its progress.
+    pub async fn decommission(&self, addr: &NodeAddr) -> Result<DecommissionReport, AdminError> {
+        let r = self
+            .call(addr, |mut c| async move {
+                c.decommission(pb::DecommissionRequest {}).await
+            })
+            .await?;
+        Ok(r.status
+            .as_ref()
+            .map(DecommissionReport::from)
+            .unwrap_or(DecommissionReport {
+                phase: crate::ring::DecommissionPhase::Unknown,
+                ranges_total: 0,
+                ranges_done: 0,
+                keys_streamed: 0,
+                error: String::new(),
+            }))
+    }
+
+    pub async fn repair(&self, addr: &NodeAddr) -> Result<RepairStarted, AdminError> {
+        let r = self
+            .call(
+                addr,
+                |mut c| async move { c.repair(pb::RepairRequest {}).await },
+            )
+            .await?;
+        Ok(RepairStarted {
+            started: r.started,
+            repair_id: r.repair_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(pod: &str) -> NodeAddr {
+        NodeAddr {
+            namespace: "db".into(),
+            cluster: "kv".into(),
+            pod: pod.into(),
+            tls_ca: None,
+        }
+    }
+
+    #[test]
+    fn status_codes_map_to_typed_errors() {
+        let t = Duration::from_secs(1);
+        assert!(matches!(
+            AdminError::from_status("n", t, tonic::Status::failed_precondition("would leave 2 < N=3")),
+            AdminError::FailedPrecondition { message, .. } if message.contains("N=3")
+        ));
+        assert!(matches!(
+            AdminError::from_status("n", t, tonic::Status::unavailable("down")),
+            AdminError::Unreachable { .. }
+        ));
+        assert!(matches!(
+            AdminError::from_status("n", t, tonic::Status::deadline_exceeded("slow")),
+            AdminError::Timeout { .. }
+        ));
+        assert!(matches!(
+            AdminError::from_status("n", t, tonic::Status::internal("boom")),
+            AdminError::Rpc { code, .. } if code == "Internal"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_fails_fast() {
+        // Port 1 on loopback: connection refused.
+        let pool = AdminPool::with_resolver(
+            Arc::new(|_| "127.0.0.1:1".to_string()),
+            Duration::from_millis(500),
+        );
+        let start = std::time::Instant::now();
+        let err = pool.status(&addr("kv-zone-a-0")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AdminError::Unreachable { .. } | AdminError::Timeout { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_malformed_endpoint_is_reported() {
+        let pool = AdminPool::with_resolver(
+            Arc::new(|_| "bad host:x".to_string()),
+            Duration::from_millis(100),
+        );
+        assert!(matches!(
+            pool.client(&addr("p")),
+            Err(AdminError::BadEndpoint { .. })
+        ));
+    }
+
+    #[test]
+    fn in_cluster_resolver_uses_the_pod_dns_name() {
+        let pool = AdminPool::in_cluster(Duration::from_secs(1));
+        assert_eq!(
+            (pool.resolver)(&addr("kv-zone-a-0")),
+            "kv-zone-a-0.kv-peers.db.svc.cluster.local:7001"
+        );
+    }
+}
