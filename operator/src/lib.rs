@@ -3,10 +3,14 @@
 
 pub mod admin;
 pub mod builders;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod leader;
+pub mod metrics;
 pub mod names;
 pub mod planner;
 pub mod ring;
 pub mod status;
+pub mod telemetry;
 pub mod time;

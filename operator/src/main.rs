@@ -1,1 +1,260 @@
-fn main() {}
+//! `ringkv-operator`: reconciles KVClusters. Runs in the cluster (see the Helm
+//! chart) with leader election, Prometheus `/metrics` and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use ringkv_operator::admin::AdminPool;
+use ringkv_operator::controller::{self, Context, Settings};
+use ringkv_operator::leader::{self, LeaseConfig};
+use ringkv_operator::metrics::Metrics;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringkv-operator",
+    version,
+    about = "Kubernetes operator for ringkv KVClusters"
+)]
+struct Args {
+    /// Only watch this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Node image for KVClusters that do not set spec.image.
+    #[arg(long, env = "RINGKV_NODE_IMAGE")]
+    default_image: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz HTTP server.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so several replicas can run.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    #[arg(long, env = "LEASE_NAME", default_value = "ringkv-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Lease validity without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// Timeout of every node Admin call.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    admin_timeout: Duration,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let telemetry = ringkv_operator::telemetry::init(args.log_json)?;
+    let code = match run(args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "operator stopped");
+            1
+        }
+    };
+    telemetry.shutdown();
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(signal_stop(stop_tx.clone()));
+
+    let server = tokio::spawn(serve_http(
+        args.metrics_addr,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("ringkv-operator-{}", std::process::id()))
+    });
+    let lease_cfg = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity,
+        duration: args.lease_duration,
+        renew_every: args.lease_duration / 3,
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_cfg.namespace);
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if args.leader_election {
+        if !wait_for_leadership(&leases, &lease_cfg, stop_rx.clone()).await {
+            info!("stopped before becoming leader");
+            server.await??;
+            return Ok(());
+        }
+        metrics.leader.set(1);
+        tokio::spawn(keep_leadership(
+            leases.clone(),
+            lease_cfg.clone(),
+            stop_tx.clone(),
+            stop_rx.clone(),
+            lost.clone(),
+        ));
+    } else {
+        metrics.leader.set(1);
+    }
+
+    let settings = Settings {
+        default_image: args
+            .default_image
+            .unwrap_or_else(|| Settings::default().default_image),
+        ..Settings::default()
+    };
+    info!(image = %settings.default_image, namespace = ?args.namespace, "starting controller");
+    let ctx = Arc::new(Context::new(
+        client,
+        AdminPool::in_cluster(args.admin_timeout),
+        settings,
+        metrics.clone(),
+    ));
+    let mut rx = stop_rx.clone();
+    controller::run(ctx, args.namespace, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })
+    .await;
+    info!("controller stopped");
+    metrics.leader.set(0);
+    if args.leader_election
+        && !lost.load(std::sync::atomic::Ordering::SeqCst)
+        && let Err(e) = leader::release(&leases, &lease_cfg).await
+    {
+        warn!(error = %e, "could not release the lease");
+    }
+    let _ = stop_tx.send(true);
+    server.await??;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("lost the leader lease");
+    }
+    Ok(())
+}
+
+async fn signal_stop(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "no SIGTERM handler");
+                    let _ = ctrl_c.await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutting down");
+    let _ = stop.send(true);
+}
+
+async fn wait_for_leadership(
+    leases: &Api<Lease>,
+    cfg: &LeaseConfig,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    loop {
+        match leader::try_acquire_or_renew(leases, cfg, k8s_openapi::jiff::Timestamp::now()).await {
+            Ok(true) => {
+                info!(identity = %cfg.identity, "became leader");
+                return true;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "leader election round failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.renew_every) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
+/// Renews the lease; when renewal fails for a whole lease duration another
+/// replica may already lead, so stop reconciling at once.
+async fn keep_leadership(
+    leases: Api<Lease>,
+    cfg: LeaseConfig,
+    stop_tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.renew_every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match leader::try_acquire_or_renew(&leases, &cfg, k8s_openapi::jiff::Timestamp::now()).await
+        {
+            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(false) => {
+                error!("another replica took the lease");
+                break;
+            }
+            Err(e) => warn!(error = %e, "renewing the lease failed"),
+        }
+        if last_ok.elapsed() >= cfg.duration {
+            error!("could not renew the lease in time");
+            break;
+        }
+    }
+    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+}
+
+async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
