@@ -93,6 +93,7 @@ pub struct Coordinator {
     client: InternodeClient,
     hlc: Hlc,
     metrics: Arc<Metrics>,
+    forward_rr: std::sync::atomic::AtomicUsize,
 }
 
 pub fn now_ms() -> u64 {
@@ -120,6 +121,7 @@ impl Coordinator {
             client,
             hlc: Hlc::new(),
             metrics,
+            forward_rr: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -360,8 +362,17 @@ impl Coordinator {
             )));
         }
         self.metrics.forwarded_writes.inc();
-        // Alive replicas first, in preference order.
+        // Alive replicas first, starting at a rotating offset: with zones the
+        // primaries are uneven (tokens balance per zone), so always picking
+        // the primary would skew coordination load.
         let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).collect();
+        if !order.is_empty() {
+            let k = self
+                .forward_rr
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % order.len();
+            order.rotate_left(k);
+        }
         order.extend(replicas.iter().filter(|m| !m.alive));
         let mut errors = Vec::new();
         for m in order {
