@@ -19,8 +19,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         use prost::Message as _;
         std::fs::write(out.join("ringkv_descriptor.bin"), fds.encode_to_vec())?;
     }
-    tonic_prost_build::configure()
-        .bytes(".")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }
