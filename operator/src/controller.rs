@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,7 +24,7 @@ use crate::builders::{self, BuildContext, BuildError};
 use crate::crd::{FINALIZER, KVCluster, KVClusterStatus};
 use crate::metrics::{AdminLabels, ErrorLabels, Metrics, ResultLabels, StepLabels};
 use crate::names;
-use crate::planner::{self, AdminCall, PlanInput, StsObservation};
+use crate::planner::{self, AdminCall, PlanInput, Related, StsObservation};
 use crate::ring::NodeObservation;
 use crate::status::{self, StatusInput};
 
@@ -288,6 +288,19 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
     }
     let reference = kvc.object_ref(&());
     for e in &plan.events {
+        let secondary = e.related.as_ref().map(|r| {
+            let (api_version, kind, name) = match r {
+                Related::Pod(n) => ("v1", "Pod", n),
+                Related::StatefulSet(n) => ("apps/v1", "StatefulSet", n),
+            };
+            ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                ..ObjectReference::default()
+            }
+        });
         let ev = KubeEvent {
             type_: if e.warning {
                 EventType::Warning
@@ -296,8 +309,8 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
             },
             reason: e.reason.into(),
             note: Some(e.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
+            action: e.reason.into(),
+            secondary,
         };
         if let Err(err) = ctx.recorder.publish(&ev, &reference).await {
             // Events are best-effort: never fail a reconcile over one.

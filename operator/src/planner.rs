@@ -152,28 +152,47 @@ pub struct Blocker {
     pub message: String,
 }
 
+/// The object an event is also about (Events are keyed on it, so steps on
+/// different pods stay separate events instead of collapsing into one series).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Related {
+    Pod(String),
+    StatefulSet(String),
+}
+
 /// An Event to publish on the KVCluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEvent {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    pub related: Option<Related>,
 }
 
 impl PlannedEvent {
-    fn normal(reason: &'static str, message: String) -> Self {
+    pub fn normal(reason: &'static str, message: String) -> Self {
         Self {
             warning: false,
             reason,
             message,
+            related: None,
         }
     }
-    fn warning(reason: &'static str, message: String) -> Self {
+    pub fn warning(reason: &'static str, message: String) -> Self {
         Self {
             warning: true,
             reason,
             message,
+            related: None,
         }
+    }
+    pub fn pod(mut self, name: &str) -> Self {
+        self.related = Some(Related::Pod(name.to_string()));
+        self
+    }
+    pub fn statefulset(mut self, name: &str) -> Self {
+        self.related = Some(Related::StatefulSet(name.to_string()));
+        self
     }
 }
 
@@ -428,8 +447,9 @@ impl<'a> Planner<'a> {
                     self.zone_name(i),
                     self.current(i)
                 );
+                let sts = names::statefulset(self.input.name, self.zone_name(i));
                 self.events
-                    .push(PlannedEvent::normal("RolloutStarted", msg));
+                    .push(PlannedEvent::normal("RolloutStarted", msg).statefulset(&sts));
             }
         }
         if let Some(p) = self.continue_decommission() {
@@ -438,7 +458,19 @@ impl<'a> Planner<'a> {
         if let Some(p) = self.rollout() {
             return p;
         }
-        if self.input.status.phase == Phase::Upgrading && self.unhealthy().is_none() {
+        if self.input.status.phase == Phase::Upgrading {
+            // The rollout is only complete once the last restarted node is back.
+            if let Some((reason, message)) = self.unhealthy() {
+                let during = Phase::Upgrading;
+                return self.finish(
+                    Activity::Waiting {
+                        during,
+                        reason,
+                        message,
+                    },
+                    REQUEUE_BUSY,
+                );
+            }
             self.events.push(PlannedEvent::normal(
                 "RolloutComplete",
                 "every node runs the new pod template".into(),
@@ -565,6 +597,18 @@ impl<'a> Planner<'a> {
         let report = obs.and_then(NodeObservation::report);
         if let Some(r) = report {
             if let Some(d) = &r.decommission {
+                if d.phase == DecommissionPhase::Failed
+                    && progress.phase != DecommissionPhase::Failed.as_str()
+                {
+                    self.events.push(
+                        PlannedEvent::warning(
+                            "DecommissionFailed",
+                            format!("decommission of {node} failed ({}); resuming it", d.error),
+                        )
+                        .pod(&node),
+                    );
+                    progress.message = Some(d.error.clone());
+                }
                 progress.phase = d.phase.as_str().into();
                 progress.ranges_done = i64::from(d.ranges_done);
                 progress.ranges_total = i64::from(d.ranges_total);
@@ -580,10 +624,13 @@ impl<'a> Planner<'a> {
                     s.replicas = cur - 1;
                     s.partition = s.partition.min(cur - 1);
                 }
-                self.events.push(PlannedEvent::normal(
-                    "NodeRemoved",
-                    format!("{node} left the ring; removing its pod from zone {zone}"),
-                ));
+                self.events.push(
+                    PlannedEvent::normal(
+                        "NodeRemoved",
+                        format!("{node} left the ring; removing its pod from zone {zone}"),
+                    )
+                    .pod(&node),
+                );
                 let mut p = self.finish(Activity::RemovingNode { node }, REQUEUE_SOON);
                 p.decommission = None;
                 return Some(p);
@@ -666,10 +713,13 @@ impl<'a> Planner<'a> {
         if let Some(sc) = self.scales[z].as_mut() {
             sc.partition = p - 1;
         }
-        self.events.push(PlannedEvent::normal(
-            "RestartingNode",
-            format!("restarting {pod} with the new template (the ring is healthy)"),
-        ));
+        self.events.push(
+            PlannedEvent::normal(
+                "RestartingNode",
+                format!("restarting {pod} with the new template (the ring is healthy)"),
+            )
+            .pod(&pod),
+        );
         let msg = format!("restarting {pod}");
         Some(self.finish(Activity::RollingOut { zone, message: msg }, REQUEUE_BUSY))
     }
@@ -722,15 +772,18 @@ impl<'a> Planner<'a> {
             if let Some(s) = self.scales[z].as_mut() {
                 s.replicas = current[z] + 1;
             }
-            self.events.push(PlannedEvent::normal(
-                "ScalingUp",
-                format!(
-                    "adding {pod} to zone {} ({} -> {} nodes)",
-                    self.zone_name(z),
-                    sum(&current),
-                    sum(&current) + 1
-                ),
-            ));
+            self.events.push(
+                PlannedEvent::normal(
+                    "ScalingUp",
+                    format!(
+                        "adding {pod} to zone {} ({} -> {} nodes)",
+                        self.zone_name(z),
+                        sum(&current),
+                        sum(&current) + 1
+                    ),
+                )
+                .pod(&pod),
+            );
             return Some(self.finish(Activity::ScalingUp { node: pod }, REQUEUE_BUSY));
         }
         // Victim: highest ordinal in the largest zone above its target (later zones
@@ -743,7 +796,7 @@ impl<'a> Planner<'a> {
         self.events.push(PlannedEvent::normal(
             "DecommissionStarted",
             format!("decommissioning {node} ({} -> {} nodes); its ranges stream to their new owners first", sum(&current), sum(&current) - 1),
-        ));
+        ).pod(&node));
         let mut p = self.finish(
             Activity::Decommissioning { node: node.clone() },
             REQUEUE_BUSY,
@@ -804,10 +857,13 @@ impl<'a> Planner<'a> {
         }
         let zone = self.zone_name(z).to_string();
         let node = self.pod(z, 0);
-        self.events.push(PlannedEvent::normal(
-            "RepairStarted",
-            format!("anti-entropy for zone {zone}, one node at a time, starting with {node}"),
-        ));
+        self.events.push(
+            PlannedEvent::normal(
+                "RepairStarted",
+                format!("anti-entropy for zone {zone}, one node at a time, starting with {node}"),
+            )
+            .statefulset(&names::statefulset(self.input.name, &zone)),
+        );
         let mut p = self.finish(
             Activity::Repairing {
                 zone: zone.clone(),
@@ -887,10 +943,13 @@ impl<'a> Planner<'a> {
             .cloned();
         match next {
             Some(node) => {
-                self.events.push(PlannedEvent::normal(
-                    "RepairingNode",
-                    format!("{} finished anti-entropy; starting {node}", progress.node),
-                ));
+                self.events.push(
+                    PlannedEvent::normal(
+                        "RepairingNode",
+                        format!("{} finished anti-entropy; starting {node}", progress.node),
+                    )
+                    .pod(&node),
+                );
                 progress.node = node.clone();
                 progress.repair_id = 0;
                 progress.node_started_unix_ms = self.input.now_unix_ms;
@@ -906,10 +965,13 @@ impl<'a> Planner<'a> {
                 p
             }
             None => {
-                self.events.push(PlannedEvent::normal(
-                    "ZoneRepaired",
-                    format!("every node of zone {zone} completed anti-entropy"),
-                ));
+                self.events.push(
+                    PlannedEvent::normal(
+                        "ZoneRepaired",
+                        format!("every node of zone {zone} completed anti-entropy"),
+                    )
+                    .statefulset(&names::statefulset(self.input.name, &zone)),
+                );
                 let mut p = self.finish(Activity::Stable, REQUEUE_SOON);
                 p.repair = None;
                 p.repaired_zone = Some(zone);

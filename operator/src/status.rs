@@ -302,14 +302,16 @@ pub fn record_decommission(plan: &mut Plan, result: Result<DecommissionReport, A
             let was = progress.phase.clone();
             apply_report(progress, &r);
             if r.phase == DecommissionPhase::Failed && was != DecommissionPhase::Failed.as_str() {
-                plan.events.push(PlannedEvent {
-                    warning: true,
-                    reason: "DecommissionFailed",
-                    message: format!(
-                        "decommission of {} failed ({}); retrying",
-                        progress.node, r.error
-                    ),
-                });
+                plan.events.push(
+                    PlannedEvent::warning(
+                        "DecommissionFailed",
+                        format!(
+                            "decommission of {} failed ({}); retrying",
+                            progress.node, r.error
+                        ),
+                    )
+                    .pod(&progress.node),
+                );
             } else if r.phase == DecommissionPhase::Streaming && progress.ranges_total > 0 {
                 progress.message = Some(format!(
                     "{}/{} ranges streamed, {} keys",
@@ -320,11 +322,9 @@ pub fn record_decommission(plan: &mut Plan, result: Result<DecommissionReport, A
         Err(AdminError::FailedPrecondition { message, .. }) => {
             progress.message = Some(message.clone());
             let msg = format!("node {} refused to decommission: {message}", progress.node);
-            plan.events.push(PlannedEvent {
-                warning: true,
-                reason: "DecommissionRefused",
-                message: msg.clone(),
-            });
+            plan.events.push(
+                PlannedEvent::warning("DecommissionRefused", msg.clone()).pod(&progress.node),
+            );
             plan.blocker = Some(Blocker {
                 reason: "DecommissionRefused",
                 message: msg,
@@ -352,11 +352,13 @@ pub fn record_repair(plan: &mut Plan, result: Result<crate::admin::RepairStarted
     };
     match result {
         Ok(r) => progress.repair_id = i64::try_from(r.repair_id).unwrap_or(i64::MAX),
-        Err(e) => plan.events.push(PlannedEvent {
-            warning: true,
-            reason: "RepairRequestFailed",
-            message: format!("could not start anti-entropy on {}: {e}", progress.node),
-        }),
+        Err(e) => plan.events.push(
+            PlannedEvent::warning(
+                "RepairRequestFailed",
+                format!("could not start anti-entropy on {}: {e}", progress.node),
+            )
+            .pod(&progress.node),
+        ),
     }
 }
 
