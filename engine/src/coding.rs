@@ -11,6 +11,13 @@ pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 
 /// Decode a varint at the front of `src`, advancing it.
 pub(crate) fn get_varint(src: &mut &[u8]) -> Option<u64> {
+    // Most lengths in blocks are below 128: one byte.
+    if let Some((&b, rest)) = src.split_first()
+        && b < 0x80
+    {
+        *src = rest;
+        return Some(u64::from(b));
+    }
     let mut v: u64 = 0;
     for i in 0..10 {
         let b = *src.get(i)?;

@@ -124,6 +124,20 @@ impl Block {
         ]) as usize
     }
 
+    /// The full key stored at restart point `i` (restart entries share no prefix).
+    fn restart_key(&self, i: usize) -> Result<&[u8], BadBlock> {
+        let end = self.restarts_at;
+        let at = self.restart(i);
+        let mut p = self.data.get(at..end).ok_or(BadBlock)?;
+        let shared = get_varint(&mut p).ok_or(BadBlock)?;
+        let unshared = get_varint(&mut p).ok_or(BadBlock)? as usize;
+        get_varint(&mut p).ok_or(BadBlock)?;
+        if shared != 0 {
+            return Err(BadBlock);
+        }
+        p.get(..unshared).ok_or(BadBlock)
+    }
+
     pub(crate) fn iter(self: &Arc<Self>) -> BlockIter {
         BlockIter {
             block: Arc::clone(self),
@@ -204,14 +218,12 @@ impl BlockIter {
 
     /// Position at the first key `>= target`.
     pub(crate) fn seek(&mut self, target: &[u8]) -> Result<(), BadBlock> {
-        // Binary search for the last restart whose key is < target.
+        // Binary search for the last restart whose key is < target, comparing
+        // restart keys in place (they are stored whole).
         let (mut lo, mut hi) = (0usize, self.block.num_restarts);
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
-            self.key.clear();
-            let at = self.block.restart(mid);
-            self.decode_at(at, self.block.restarts_at)?;
-            if self.key.as_slice() < target {
+            if self.block.restart_key(mid)? < target {
                 lo = mid;
             } else {
                 hi = mid;
