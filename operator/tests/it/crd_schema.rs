@@ -220,3 +220,22 @@ fn schema_defaults_fill_a_minimal_object() {
     assert_eq!(kvc.spec.repair.interval, "24h");
     assert_eq!(kvc.spec.storage.size, "10Gi");
 }
+
+#[test]
+fn schema_invalid_examples_are_refused_by_rust_too() {
+    // The structural schema (pattern/enum) rejects these at admission; the
+    // operator must not accept them either if one slips through.
+    let files = yamls("crds/examples/invalid-schema");
+    assert!(files.len() >= 3);
+    for path in files {
+        let doc = docs(&path).remove(0);
+        let refused = match serde_json::from_value::<KVCluster>(doc) {
+            Err(_) => true,
+            Ok(kvc) => kvc
+                .spec
+                .validate(kvc.metadata.name.as_deref().unwrap())
+                .is_err(),
+        };
+        assert!(refused, "{} accepted", path.display());
+    }
+}
