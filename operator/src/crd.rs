@@ -284,6 +284,9 @@ impl Default for RepairSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Secret in the cluster's namespace with `tls.crt`, `tls.key` and `ca.crt`.
+    /// The certificate must be valid for `*.<cluster>-peers.<namespace>.svc.cluster.local`
+    /// (nodes and the operator verify each other by that name) and for
+    /// `127.0.0.1` (the preStop drain); the operator trusts `ca.crt`.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
