@@ -13,7 +13,7 @@ COPY . .
 # BuildKit caches keep rebuilds incremental; the binaries are copied out of the cache mount.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release \
       -p ringkv-node -p ringkv-client -p ringkv-operator --features ringkv-client/cli \
       --bin ringkv-node --bin ringkv --bin ringkv-operator \
  && mkdir -p /out \

@@ -304,12 +304,27 @@ pub fn plan(input: &PlanInput) -> Plan {
         return p;
     }
 
+    let mut events = Vec::new();
+    if let Some(b) = &blocker
+        && !condition_reason_is(input.status, "Progressing", "ScaleDownRefused")
+    {
+        events.push(PlannedEvent::warning("ScaleDownRefused", b.message.clone()));
+    }
+
     let mut planner = Planner::new(input, targets);
+    planner.events = events;
     let mut p = planner.step();
     if p.blocker.is_none() {
         p.blocker = blocker;
     }
     p
+}
+
+fn condition_reason_is(status: &KVClusterStatus, type_: &str, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.reason == reason)
 }
 
 fn invalid_already_reported(status: &KVClusterStatus, msg: &str) -> bool {

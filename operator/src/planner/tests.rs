@@ -529,9 +529,21 @@ fn refuses_to_go_below_n() {
     let p = w.plan();
     assert_eq!(p.admin, None);
     assert_eq!(replicas(&p), vec![1, 1, 1]);
+    assert_eq!(reasons(&p), vec!["ScaleDownRefused"]);
+    assert!(p.events[0].warning);
     let b = p.blocker.unwrap();
     assert_eq!(b.reason, "ScaleDownRefused");
     assert!(b.message.contains("replication.n=3"), "{}", b.message);
+    // Reported once: the condition already says so next time.
+    w.status.conditions.push(crate::status::condition(
+        "Progressing",
+        false,
+        "ScaleDownRefused",
+        &b.message,
+        1,
+        0,
+    ));
+    assert!(w.plan().events.is_empty());
 }
 
 #[test]
