@@ -685,6 +685,49 @@ mod tests {
     }
 
     #[test]
+    fn applied_objects_carry_api_version_and_kind() {
+        // Server-side apply needs both in the body.
+        let c = cluster();
+        let ctx = ctx(&c);
+        let scale = ZoneScale {
+            replicas: 1,
+            partition: 0,
+        };
+        for (v, api, kind) in [
+            (
+                serde_json::to_value(service_account(&ctx).unwrap()).unwrap(),
+                "v1",
+                "ServiceAccount",
+            ),
+            (
+                serde_json::to_value(config_map(&ctx).unwrap()).unwrap(),
+                "v1",
+                "ConfigMap",
+            ),
+            (
+                serde_json::to_value(peer_service(&ctx).unwrap()).unwrap(),
+                "v1",
+                "Service",
+            ),
+            (
+                serde_json::to_value(pdb(&ctx).unwrap()).unwrap(),
+                "policy/v1",
+                "PodDisruptionBudget",
+            ),
+            (
+                serde_json::to_value(statefulset(&ctx, 0, scale).unwrap()).unwrap(),
+                "apps/v1",
+                "StatefulSet",
+            ),
+        ] {
+            assert_eq!(
+                (v["apiVersion"].as_str(), v["kind"].as_str()),
+                (Some(api), Some(kind))
+            );
+        }
+    }
+
+    #[test]
     fn service_account_has_no_token() {
         let c = cluster();
         let sa = service_account(&ctx(&c)).unwrap();

@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let code = match run(args).await {
         Ok(()) => 0,
         Err(e) => {
-            error!(error = %format!("{e:#}"), "operator stopped");
+            error!(error = %e, "operator stopped");
             1
         }
     };

@@ -39,10 +39,43 @@ type Key = (String, String, String);
 #[derive(Default)]
 struct State {
     objects: BTreeMap<Key, Value>,
+    /// Every change, for watches: (resourceVersion, key, ADDED|MODIFIED|DELETED, object).
+    changes: Vec<(u64, Key, &'static str, Value)>,
     rv: u64,
     uid: u64,
     /// Requests answered with this status instead (plural -> code), for failure tests.
     fail: BTreeMap<String, u16>,
+}
+
+impl State {
+    fn put(&mut self, key: Key, obj: Value) {
+        let kind = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.changes.push((self.rv, key.clone(), kind, obj.clone()));
+        self.objects.insert(key, obj);
+    }
+
+    fn del(&mut self, key: &Key) {
+        if let Some(obj) = self.objects.remove(key) {
+            self.rv += 1;
+            self.changes.push((self.rv, key.clone(), "DELETED", obj));
+        }
+    }
+
+    /// Watch events of a collection after `since`, as JSON lines.
+    fn watch(&self, collection: &str, ns: &str, since: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (rv, (c, n, _), kind, obj) in &self.changes {
+            if *rv > since && c == collection && (ns.is_empty() || n == ns) {
+                serde_json::to_writer(&mut out, &json!({"type": kind, "object": obj})).unwrap();
+                out.push(b'\n');
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone)]
@@ -158,9 +191,40 @@ impl FakeApi {
             .find(|(c, n, m)| c.ends_with(&format!("/{plural}")) && n == ns && m == name)
             .cloned()
             .unwrap_or_else(|| panic!("no {plural}/{name}"));
-        let obj = s.objects.get_mut(&key).unwrap();
-        f(obj);
+        let mut obj = s.objects[&key].clone();
+        f(&mut obj);
         obj["metadata"]["resourceVersion"] = json!(rv);
+        s.put(key, obj);
+    }
+
+    /// A watch: the changes after the requested resourceVersion, waiting up to
+    /// a second for some (the client then watches again from where it stopped).
+    async fn watch(&self, uri: &http::Uri) -> Response<Body> {
+        let since: u64 = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("resourceVersion="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let p = parse_path(uri.path()).expect("watch path");
+        let mut body = Vec::new();
+        for _ in 0..20 {
+            body = self
+                .state
+                .lock()
+                .unwrap()
+                .watch(&p.collection, &p.namespace, since);
+            if !body.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
     }
 
     fn record(&self, verb: &str, plural: &str, name: &str, body: &Value) {
@@ -228,7 +292,7 @@ impl FakeApi {
                     );
                 }
                 let obj = create(&mut st, body.clone(), &p.namespace);
-                st.objects.insert(key(&name), obj.clone());
+                st.put(key(&name), obj.clone());
                 drop(st);
                 self.record("POST", &p.plural, &name, &body);
                 (201, obj)
@@ -251,7 +315,7 @@ impl FakeApi {
                 let mut obj = body.clone();
                 keep_server_fields(&mut obj, &cur);
                 bump(&mut st, &mut obj, &cur);
-                st.objects.insert(key(name), obj.clone());
+                st.put(key(name), obj.clone());
                 drop(st);
                 self.record("PUT", &p.plural, name, &body);
                 (200, obj)
@@ -316,9 +380,9 @@ impl FakeApi {
                         .and_then(Value::as_array)
                         .is_none_or(Vec::is_empty);
                 if gone {
-                    st.objects.remove(&key(name));
+                    st.del(&key(name));
                 } else {
-                    st.objects.insert(key(name), obj.clone());
+                    st.put(key(name), obj.clone());
                 }
                 drop(st);
                 let verb = if is_status { "PATCH_STATUS" } else { "PATCH" };
@@ -337,9 +401,9 @@ impl FakeApi {
                     obj["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
                     st.rv += 1;
                     obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
-                    st.objects.insert(key(name), obj.clone());
+                    st.put(key(name), obj.clone());
                 } else {
-                    st.objects.remove(&key(name));
+                    st.del(&key(name));
                 }
                 drop(st);
                 self.record("DELETE", &p.plural, name, &Value::Null);
@@ -418,6 +482,14 @@ impl tower::Service<Request<Body>> for FakeApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
+            if parts.method == http::Method::GET
+                && parts
+                    .uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
+            {
+                return Ok(this.watch(&parts.uri).await);
+            }
             let (code, value) = this.handle(&parts.method, &parts.uri, &ct, &bytes);
             let resp = Response::builder()
                 .status(StatusCode::from_u16(code).unwrap())
