@@ -474,6 +474,10 @@ pub struct RepairProgress {
     /// Unix ms when the operator asked `node` to repair.
     #[serde(default)]
     pub node_started_unix_ms: i64,
+    /// The node's last completed repair (Unix ms) when it was asked; it is done
+    /// once its last completion is newer. Unset until the node has been asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_completed_unix_ms: Option<i64>,
     /// Nodes of the zone already repaired in this round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes_done: Vec<String>,

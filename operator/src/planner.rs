@@ -879,26 +879,36 @@ impl<'a> Planner<'a> {
             )
             .statefulset(&names::statefulset(self.input.name, &zone)),
         );
-        let mut p = self.finish(
-            Activity::Repairing {
-                zone: zone.clone(),
-                node: node.clone(),
-            },
-            REQUEUE_BUSY,
-        );
-        p.admin = Some(AdminCall::Repair {
-            node: node.clone(),
+        let mut progress = RepairProgress {
             zone: zone.clone(),
-        });
-        p.repair = Some(RepairProgress {
-            zone,
-            node,
+            node: node.clone(),
             repair_id: 0,
             node_started_unix_ms: now,
+            baseline_completed_unix_ms: None,
             nodes_done: Vec::new(),
             started_at: Some(crate::time::from_unix_ms(now)),
-        });
+        };
+        let call = self.ask_repair(&mut progress);
+        let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
+        p.admin = call;
+        p.repair = Some(progress);
         p
+    }
+
+    /// Asks `progress.node` to repair when it is reachable and idle, recording its
+    /// last completion time first: the node is done once that time advances, which
+    /// needs no clock agreement between operator and node and ignores failed runs.
+    fn ask_repair(&self, progress: &mut RepairProgress) -> Option<AdminCall> {
+        let r = self.input.nodes.get(&progress.node)?.report()?;
+        if r.repair.running {
+            return None;
+        }
+        let last = i64::try_from(r.repair.last_completed_unix_ms).unwrap_or(i64::MAX);
+        progress.baseline_completed_unix_ms.get_or_insert(last);
+        Some(AdminCall::Repair {
+            node: progress.node.clone(),
+            zone: progress.zone.clone(),
+        })
     }
 
     fn continue_repair(&mut self, mut progress: RepairProgress) -> Plan {
@@ -916,36 +926,27 @@ impl<'a> Planner<'a> {
         let zone = progress.zone.clone();
         let zone_pods: Vec<String> = (0..self.current(z)).map(|o| self.pod(z, o)).collect();
         let node_gone = !zone_pods.contains(&progress.node);
+        let report = self
+            .input
+            .nodes
+            .get(&progress.node)
+            .and_then(NodeObservation::report);
         let node_done = node_gone
-            || match self.input.nodes.get(&progress.node) {
-                Some(NodeObservation::Report(r)) => {
+            || match (report, progress.baseline_completed_unix_ms) {
+                (Some(r), Some(baseline)) => {
                     !r.repair.running
-                        && ((progress.repair_id != 0
-                            && r.repair.repair_id
-                                >= u64::try_from(progress.repair_id).unwrap_or(0))
-                            || i64::try_from(r.repair.last_completed_unix_ms).unwrap_or(0)
-                                >= progress.node_started_unix_ms)
+                        && i64::try_from(r.repair.last_completed_unix_ms).unwrap_or(i64::MAX)
+                            > baseline
                 }
                 _ => false,
             };
         if !node_done {
+            // Not asked yet, or idle without having completed since we asked (the
+            // request was lost, the node restarted, or the run failed): ask (again).
+            let call = self.ask_repair(&mut progress);
             let node = progress.node.clone();
-            let reissue = matches!(self.input.nodes.get(&node), Some(NodeObservation::Report(r)) if !r.repair.running);
-            let mut p = self.finish(
-                Activity::Repairing {
-                    zone,
-                    node: node.clone(),
-                },
-                REQUEUE_BUSY,
-            );
-            if reissue {
-                // Not running and not finished since we asked: the request was lost
-                // (e.g. the node restarted). Ask again.
-                p.admin = Some(AdminCall::Repair {
-                    node,
-                    zone: progress.zone.clone(),
-                });
-            }
+            let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
+            p.admin = call;
             p.repair = Some(progress);
             return p;
         }
@@ -968,14 +969,10 @@ impl<'a> Planner<'a> {
                 progress.node = node.clone();
                 progress.repair_id = 0;
                 progress.node_started_unix_ms = self.input.now_unix_ms;
-                let mut p = self.finish(
-                    Activity::Repairing {
-                        zone: zone.clone(),
-                        node: node.clone(),
-                    },
-                    REQUEUE_BUSY,
-                );
-                p.admin = Some(AdminCall::Repair { node, zone });
+                progress.baseline_completed_unix_ms = None;
+                let call = self.ask_repair(&mut progress);
+                let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
+                p.admin = call;
                 p.repair = Some(progress);
                 p
             }

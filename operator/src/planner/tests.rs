@@ -711,17 +711,23 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
     w.spec.repair.interval = "1h".into();
     w.created = 0;
     w.now = 2 * HOUR;
+    // The node's clock is far behind the operator's: completion is judged by the
+    // node's own timestamps only.
+    w.node_mut("kv-zone-a-0").repair = RepairReport {
+        running: false,
+        repair_id: 4,
+        last_completed_unix_ms: 100,
+    };
     let p = w.plan();
-    assert_eq!(
-        p.admin,
-        Some(AdminCall::Repair {
-            node: "kv-zone-a-0".into(),
-            zone: "zone-a".into()
-        })
-    );
+    let call_a0 = AdminCall::Repair {
+        node: "kv-zone-a-0".into(),
+        zone: "zone-a".into(),
+    };
+    assert_eq!(p.admin, Some(call_a0.clone()));
     assert_eq!(reasons(&p), vec!["RepairStarted"]);
     let mut progress = p.repair.unwrap();
     assert_eq!(progress.node_started_unix_ms, 2 * HOUR);
+    assert_eq!(progress.baseline_completed_unix_ms, Some(100));
     progress.repair_id = 5;
     w.status.repair = Some(progress);
 
@@ -730,17 +736,36 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
     w.node_mut("kv-zone-a-0").repair = RepairReport {
         running: true,
         repair_id: 5,
-        last_completed_unix_ms: 0,
+        last_completed_unix_ms: 100,
     };
     let p = w.plan();
     assert_eq!(p.admin, None);
     assert!(matches!(p.activity, Activity::Repairing { .. }));
 
-    // Finished: the next node of the zone.
+    // Stopped without completing (failed): ask again, same baseline.
     w.node_mut("kv-zone-a-0").repair = RepairReport {
         running: false,
         repair_id: 5,
-        last_completed_unix_ms: 1,
+        last_completed_unix_ms: 100,
+    };
+    let p = w.plan();
+    assert_eq!(p.admin, Some(call_a0));
+    assert_eq!(
+        p.repair.as_ref().unwrap().baseline_completed_unix_ms,
+        Some(100)
+    );
+    assert_eq!(p.repaired_zone, None);
+
+    // Completed (its completion time moved): the next node of the zone.
+    w.node_mut("kv-zone-a-0").repair = RepairReport {
+        running: false,
+        repair_id: 6,
+        last_completed_unix_ms: 200,
+    };
+    w.node_mut("kv-zone-a-1").repair = RepairReport {
+        running: false,
+        repair_id: 1,
+        last_completed_unix_ms: 50,
     };
     let p = w.plan();
     assert_eq!(
@@ -750,16 +775,17 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
             zone: "zone-a".into()
         })
     );
+    assert_eq!(reasons(&p), vec!["RepairingNode"]);
     let progress = p.repair.unwrap();
     assert_eq!(progress.nodes_done, vec!["kv-zone-a-0".to_string()]);
+    assert_eq!(progress.baseline_completed_unix_ms, Some(50));
     w.status.repair = Some(progress);
 
-    // Last node of the zone done (by completion time, the repair id was lost).
-    w.now += 60_000;
+    // Last node of the zone done.
     w.node_mut("kv-zone-a-1").repair = RepairReport {
         running: false,
-        repair_id: 0,
-        last_completed_unix_ms: w.now as u64,
+        repair_id: 2,
+        last_completed_unix_ms: 51,
     };
     let p = w.plan();
     assert_eq!(p.repaired_zone.as_deref(), Some("zone-a"));
@@ -768,25 +794,44 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
 }
 
 #[test]
-fn a_lost_repair_request_is_reissued() {
+fn a_repair_request_never_received_is_sent_again() {
+    // Recorded in status, but the operator died before asking (no baseline) or
+    // the node restarted: the node is idle and not newer than the baseline.
     let mut w = World::new(&[1, 1, 1]);
     w.spec.repair.interval = "1h".into();
-    w.status.repair = Some(RepairProgress {
-        zone: "zone-b".into(),
-        node: "kv-zone-b-0".into(),
+    w.node_mut("kv-zone-b-0").repair = RepairReport {
+        running: false,
         repair_id: 0,
-        node_started_unix_ms: w.now - 1000,
-        nodes_done: vec![],
-        started_at: None,
-    });
-    let p = w.plan();
-    assert_eq!(
-        p.admin,
-        Some(AdminCall::Repair {
+        last_completed_unix_ms: 7,
+    };
+    for baseline in [None, Some(7)] {
+        w.status.repair = Some(RepairProgress {
+            zone: "zone-b".into(),
             node: "kv-zone-b-0".into(),
-            zone: "zone-b".into()
-        })
+            repair_id: 0,
+            node_started_unix_ms: w.now - 1000,
+            baseline_completed_unix_ms: baseline,
+            nodes_done: vec![],
+            started_at: None,
+        });
+        let p = w.plan();
+        assert_eq!(
+            p.admin,
+            Some(AdminCall::Repair {
+                node: "kv-zone-b-0".into(),
+                zone: "zone-b".into()
+            })
+        );
+        assert_eq!(p.repair.unwrap().baseline_completed_unix_ms, Some(7));
+    }
+    // An unreachable node is not asked, and not counted as repaired.
+    w.nodes.insert(
+        "kv-zone-b-0".into(),
+        NodeObservation::Unreachable("down".into()),
     );
+    let p = w.plan();
+    assert_eq!(p.admin, None);
+    assert_eq!(p.repaired_zone, None);
 }
 
 #[test]
