@@ -87,6 +87,16 @@ pub fn build_status(i: &StatusInput) -> KVClusterStatus {
             }
         })
         .collect();
+    // A zone missing from the spec (removed behind the CEL rule's back) stays in
+    // status so the removal keeps being refused instead of being forgotten.
+    let mut zones = zones;
+    zones.extend(
+        i.prev
+            .zones
+            .iter()
+            .filter(|p| !spec.zones.iter().any(|z| z.name == p.name))
+            .cloned(),
+    );
     let replicas: i32 = zones.iter().map(|z| z.replicas).sum();
     let ready: i32 = zones.iter().map(|z| z.ready_replicas).sum();
     let expected: i32 = i.zones.iter().flatten().map(|s| s.replicas).sum();
@@ -575,6 +585,24 @@ mod tests {
             cond(&s, DEGRADED).status,
             "False",
             "left members are not down"
+        );
+    }
+
+    #[test]
+    fn a_removed_zone_stays_refused() {
+        let mut w = World::new(&[1, 1, 1]);
+        w.status = status_of(&w, &plan(&w.input_for_tests()));
+        w.spec.zones.pop();
+        w.zones.pop();
+        w.hashes.pop();
+        let p = plan(&w.input_for_tests());
+        assert!(matches!(&p.activity, Activity::Invalid(m) if m.contains("zone-c")));
+        let s = status_of(&w, &p);
+        assert!(s.zones.iter().any(|z| z.name == "zone-c"));
+        w.status = s;
+        assert!(
+            matches!(plan(&w.input_for_tests()).activity, Activity::Invalid(_)),
+            "still refused next time"
         );
     }
 
