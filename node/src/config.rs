@@ -85,6 +85,10 @@ pub struct Config {
     pub repair_interval: Option<Duration>,
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
+    /// Hints handed off per second (0 = unlimited).
+    pub hint_delivery_rate: u64,
+    /// Record bytes per second that repair and range streaming may move (0 = unlimited).
+    pub repair_rate: u64,
     pub sync: SyncMode,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -114,6 +118,8 @@ pub const FIELDS: &[&str] = &[
     "repair_interval",
     "gossip_interval",
     "phi_threshold",
+    "hint_delivery_rate",
+    "repair_rate",
     "sync",
     "tls_cert",
     "tls_key",
@@ -177,6 +183,12 @@ pub struct Args {
     pub gossip_interval: Option<String>,
     #[arg(long, env = "RINGKV_PHI_THRESHOLD")]
     pub phi_threshold: Option<String>,
+    /// Hints handed off per second (0 = unlimited).
+    #[arg(long, env = "RINGKV_HINT_DELIVERY_RATE")]
+    pub hint_delivery_rate: Option<String>,
+    /// Bytes per second repair and range streaming may move (0 = unlimited).
+    #[arg(long, env = "RINGKV_REPAIR_RATE")]
+    pub repair_rate: Option<String>,
     /// `always`, `periodic:<duration>` or `never`.
     #[arg(long, env = "RINGKV_SYNC")]
     pub sync: Option<String>,
@@ -212,6 +224,8 @@ impl Args {
             "repair_interval" => self.repair_interval.as_ref(),
             "gossip_interval" => self.gossip_interval.as_ref(),
             "phi_threshold" => self.phi_threshold.as_ref(),
+            "hint_delivery_rate" => self.hint_delivery_rate.as_ref(),
+            "repair_rate" => self.repair_rate.as_ref(),
             "sync" => self.sync.as_ref(),
             "tls_cert" => self.tls_cert.as_ref(),
             "tls_key" => self.tls_key.as_ref(),
@@ -383,6 +397,8 @@ impl Config {
             repair_interval: None,
             gossip_interval: Duration::from_secs(1),
             phi_threshold: 8.0,
+            hint_delivery_rate: 10_000,
+            repair_rate: 64 << 20,
             sync: SyncMode::Always,
             tls_cert: None,
             tls_key: None,
@@ -486,6 +502,12 @@ impl Config {
         }
         if let Some(v) = get("phi_threshold") {
             c.phi_threshold = parse_num("phi_threshold", v)?;
+        }
+        if let Some(v) = get("hint_delivery_rate") {
+            c.hint_delivery_rate = parse_num("hint_delivery_rate", v)?;
+        }
+        if let Some(v) = get("repair_rate") {
+            c.repair_rate = parse_num("repair_rate", v)?;
         }
         if let Some(v) = get("sync") {
             let t = v.trim();

@@ -1,7 +1,7 @@
 //! ringkv-node: a Dynamo-style storage node.
 //!
 //! Dependency arrows point one way:
-//! `api → coordinator → {ring, version, membership, transport} → storage → engine`.
+//! `api → repair → coordinator → {ring, version, membership, transport} → storage → engine`.
 
 pub mod api;
 pub mod config;
@@ -9,6 +9,8 @@ pub mod coordinator;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod ratelimit;
+pub mod repair;
 pub mod ring;
 pub mod storage;
 pub mod transport;

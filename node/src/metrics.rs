@@ -41,6 +41,19 @@ pub struct Metrics {
     pub internode_errors: Counter,
     pub members_alive: Gauge,
     pub members_total: Gauge,
+    pub sloppy_writes: Counter,
+    pub hints_stored: Counter,
+    pub hints_delivered: Counter,
+    pub hints_dropped: Counter,
+    pub hints_pending: Gauge,
+    pub repair_running: Gauge,
+    pub repair_ranges: Counter,
+    pub repair_keys_streamed: Counter,
+    pub repair_bytes_streamed: Counter,
+    pub repair_digest_bytes: Counter,
+    pub repair_last_completed_seconds: Gauge,
+    pub stream_keys: Counter,
+    pub stream_bytes: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,6 +120,84 @@ impl Metrics {
             "Members this node knows of (itself included)",
             members_total.clone(),
         );
+        let sloppy_writes = Counter::default();
+        registry.register(
+            "sloppy_writes",
+            "Writes coordinated by a non-replica because no replica was reachable",
+            sloppy_writes.clone(),
+        );
+        let hints_stored = Counter::default();
+        registry.register(
+            "hints_stored",
+            "Hints stored on this node (as coordinator or substitute)",
+            hints_stored.clone(),
+        );
+        let hints_delivered = Counter::default();
+        registry.register(
+            "hints_delivered",
+            "Hints handed off to their owner",
+            hints_delivered.clone(),
+        );
+        let hints_dropped = Counter::default();
+        registry.register(
+            "hints_dropped",
+            "Hints dropped (older than max_hint_window, or owner left)",
+            hints_dropped.clone(),
+        );
+        let hints_pending = Gauge::default();
+        registry.register(
+            "hints_pending",
+            "Hints held on this node",
+            hints_pending.clone(),
+        );
+        let repair_running = Gauge::default();
+        registry.register(
+            "repair_running",
+            "1 while an anti-entropy repair runs",
+            repair_running.clone(),
+        );
+        let repair_ranges = Counter::default();
+        registry.register(
+            "repair_ranges",
+            "Token ranges compared by anti-entropy",
+            repair_ranges.clone(),
+        );
+        let repair_keys_streamed = Counter::default();
+        registry.register(
+            "repair_keys_streamed",
+            "Keys sent or received by anti-entropy",
+            repair_keys_streamed.clone(),
+        );
+        let repair_bytes_streamed = Counter::default();
+        registry.register(
+            "repair_bytes_streamed",
+            "Record bytes sent or received by anti-entropy",
+            repair_bytes_streamed.clone(),
+        );
+        let repair_digest_bytes = Counter::default();
+        registry.register(
+            "repair_digest_bytes",
+            "Merkle hash and key-digest bytes exchanged by anti-entropy",
+            repair_digest_bytes.clone(),
+        );
+        let repair_last_completed_seconds = Gauge::default();
+        registry.register(
+            "repair_last_completed_seconds",
+            "Unix time of the last repair that completed every range",
+            repair_last_completed_seconds.clone(),
+        );
+        let stream_keys = Counter::default();
+        registry.register(
+            "stream_keys",
+            "Keys streamed for join and decommission",
+            stream_keys.clone(),
+        );
+        let stream_bytes = Counter::default();
+        registry.register(
+            "stream_bytes",
+            "Record bytes streamed for join and decommission",
+            stream_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -117,6 +208,19 @@ impl Metrics {
             internode_errors,
             members_alive,
             members_total,
+            sloppy_writes,
+            hints_stored,
+            hints_delivered,
+            hints_dropped,
+            hints_pending,
+            repair_running,
+            repair_ranges,
+            repair_keys_streamed,
+            repair_bytes_streamed,
+            repair_digest_bytes,
+            repair_last_completed_seconds,
+            stream_keys,
+            stream_bytes,
         }
     }
 

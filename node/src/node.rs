@@ -17,9 +17,11 @@ use crate::api::grpc::KeyValueService;
 use crate::api::internode::InternodeService;
 use crate::api::{ApiState, Gate};
 use crate::config::Config;
-use crate::coordinator::{Coordinator, Settings, Topology};
-use crate::membership::{Membership, MembershipError, NodeState};
+use crate::coordinator::handoff::{self, HandoffSettings};
+use crate::coordinator::{Coordinator, HintStore, Settings, Topology};
+use crate::membership::{GossipOptions, Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
+use crate::repair::{Moves, Repairer};
 use crate::ring::{
     Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens, load_tokens,
 };
@@ -83,6 +85,7 @@ pub struct RunningNode {
     pub coordinator: Arc<Coordinator>,
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
+    pub repair: Arc<Repairer>,
     state: ApiState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -135,74 +138,143 @@ impl RunningNode {
                 .map_err(|e| StorageError::Task(e.to_string()))??
         };
 
-        let gossip = Membership::bind(config.listen_gossip).await?;
+        let hints = {
+            let dir = config.data_dir.join("hints");
+            let sync = config.sync;
+            tokio::task::spawn_blocking(move || HintStore::open(&dir, sync))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??
+        };
+
         let internode_l = bind("listen_internode", config.listen_internode).await?;
         let grpc_l = bind("listen_grpc", config.listen_grpc).await?;
         let http_l = bind("listen_http", config.listen_http).await?;
         let local = |s: &dyn Fn() -> std::io::Result<SocketAddr>, what, addr| {
             s().map_err(|source| NodeError::Bind { what, addr, source })
         };
-        let addrs = BoundAddrs {
-            gossip: local(
-                &|| gossip.local_addr(),
-                "listen_gossip",
-                config.listen_gossip,
-            )?,
-            internode: local(
-                &|| internode_l.local_addr(),
-                "listen_internode",
-                config.listen_internode,
-            )?,
-            grpc: local(&|| grpc_l.local_addr(), "listen_grpc", config.listen_grpc)?,
-            http: local(&|| http_l.local_addr(), "listen_http", config.listen_http)?,
-        };
+        let internode_a = local(
+            &|| internode_l.local_addr(),
+            "listen_internode",
+            config.listen_internode,
+        )?;
+        let grpc_a = local(&|| grpc_l.local_addr(), "listen_grpc", config.listen_grpc)?;
+        let http_a = local(&|| http_l.local_addr(), "listen_http", config.listen_http)?;
         let adv = |a: SocketAddr| format!("{}:{}", config.advertise_host, a.port());
 
-        // Tokens persisted by an earlier run mean this node is already a member.
+        // Tokens persisted by an earlier run mean this node is already a
+        // member; a move it was in the middle of resumes.
         let persisted = load_tokens(&config.data_dir)?;
+        let moving = crate::repair::moves::load_state(&config.data_dir).map_err(|source| {
+            NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        let initial = match (&persisted, moving) {
+            (None, _) => NodeState::Joining,
+            (Some(_), Some(s)) => s,
+            (Some(_), None) => NodeState::Normal,
+        };
         let info = pb::MemberInfo {
             node_id: config.node_id.clone(),
             zone: config.zone.clone(),
-            state: if persisted.is_some() {
-                NodeState::Normal
-            } else {
-                NodeState::Joining
-            }
-            .to_proto() as i32,
+            state: initial.to_proto() as i32,
             generation: now_ms(),
             tokens: persisted.clone().unwrap_or_default(),
-            internode_addr: adv(addrs.internode),
-            client_grpc_addr: adv(addrs.grpc),
-            http_addr: adv(addrs.http),
-            gossip_addr: adv(addrs.gossip),
+            internode_addr: adv(internode_a),
+            client_grpc_addr: adv(grpc_a),
+            http_addr: adv(http_a),
+            gossip_addr: String::new(),
             heartbeat: 0,
         };
-        let membership =
-            Membership::start(gossip, info, config.seeds.clone(), config.gossip_interval);
+        let faults = opts.faults.unwrap_or_default();
+        let membership = Membership::start(
+            info,
+            GossipOptions {
+                listen: config.listen_gossip,
+                advertise_host: config.advertise_host.clone(),
+                seeds: config.seeds.clone(),
+                interval: config.gossip_interval,
+                phi_threshold: config.phi_threshold,
+                faults: Some(faults.clone()),
+            },
+        )
+        .await?;
+        let addrs = BoundAddrs {
+            gossip: membership.local_addr(),
+            internode: internode_a,
+            grpc: grpc_a,
+            http: http_a,
+        };
 
+        // What to do once serving: stream ranges in (a new node), repair
+        // (a node whose data directory was lost), or nothing.
+        let mut after_start = match initial {
+            NodeState::Joining if persisted.is_some() => AfterStart::Join,
+            _ => AfterStart::Nothing,
+        };
         if persisted.is_none() {
-            let tokens = choose_tokens(&config, &membership).await;
+            let (tokens, origin) = choose_tokens(&config, &membership).await;
             let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
+            let state = match origin {
+                TokenOrigin::FirstNode => NodeState::Normal,
+                TokenOrigin::Adopted => {
+                    after_start = AfterStart::Repair;
+                    NodeState::Normal
+                }
+                TokenOrigin::Allocated => {
+                    crate::repair::moves::save_state(&config.data_dir, Some(NodeState::Joining))
+                        .map_err(|source| NodeError::DataDir {
+                            path: config.data_dir.clone(),
+                            source,
+                        })?;
+                    after_start = AfterStart::Join;
+                    NodeState::Joining
+                }
+            };
             membership
                 .update_local(|l| {
                     l.tokens = tokens.clone();
-                    l.state = NodeState::Normal.to_proto() as i32;
+                    l.state = state.to_proto() as i32;
                 })
                 .await;
-            tracing::info!(tokens = tokens.len(), "tokens chosen and persisted");
+            tracing::info!(
+                tokens = tokens.len(),
+                ?origin,
+                ?state,
+                "tokens chosen and persisted"
+            );
         }
 
         let metrics = Arc::new(Metrics::new());
-        let faults = opts.faults.unwrap_or_default();
         let client = InternodeClient::new(&config.node_id, faults.clone(), config.request_timeout);
         let coordinator = Arc::new(Coordinator::new(
             &config.node_id,
             Settings::from_config(&config),
             store,
+            hints,
             client,
             metrics.clone(),
         ));
         coordinator.set_topology(Topology::new(membership.view()));
+        let repair = Repairer::new(coordinator.clone(), config.repair_rate);
+        let gate = Arc::new(Gate::default());
+        if initial == NodeState::Left {
+            gate.close();
+        }
+        // Time for a state change to reach every node by gossip.
+        let settle = (config.gossip_interval * 5).max(Duration::from_millis(500))
+            + config.request_timeout.min(Duration::from_secs(2));
+        let moves = Moves::new(
+            repair.clone(),
+            membership.clone(),
+            config.data_dir.clone(),
+            settle,
+            {
+                let gate = gate.clone();
+                Box::new(move || gate.close())
+            },
+        );
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -212,14 +284,30 @@ impl RunningNode {
             metrics.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(handoff::run(
+            coordinator.clone(),
+            HandoffSettings {
+                max_hint_window: config.max_hint_window,
+                rate: config.hint_delivery_rate,
+                tick: config.gossip_interval.min(Duration::from_secs(1)),
+            },
+            stop_rx.clone(),
+        )));
+        if let Some(every) = config.repair_interval {
+            tasks.push(tokio::spawn(
+                repair.clone().schedule(every, stop_rx.clone()),
+            ));
+        }
 
         let state = ApiState {
             config: config.clone(),
             coord: coordinator.clone(),
             membership: membership.clone(),
             metrics: metrics.clone(),
-            gate: Arc::new(Gate::default()),
+            gate,
             started,
+            repair: repair.clone(),
+            moves: moves.clone(),
         };
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -282,6 +370,28 @@ impl RunningNode {
             }
         }));
 
+        match after_start {
+            AfterStart::Join => {
+                tasks.push(tokio::spawn(moves.clone().join()));
+            }
+            AfterStart::Repair => {
+                // The data directory was lost: get this node's ranges back
+                // from the other replicas once they are seen alive.
+                let (repair, membership) = (repair.clone(), membership.clone());
+                let wait = config.gossip_interval * 20;
+                tasks.push(tokio::spawn(async move {
+                    membership.wait_for_peer(wait).await;
+                    tokio::time::sleep(settle).await;
+                    let (_, id) = repair.start();
+                    tracing::info!(
+                        repair = id,
+                        "data directory was empty: repairing this node's ranges"
+                    );
+                }));
+            }
+            AfterStart::Nothing => {}
+        }
+
         write_endpoints(&config, &addrs);
         tracing::info!(node = %config.node_id, http = %addrs.http, grpc = %addrs.grpc, internode = %addrs.internode, gossip = %addrs.gossip, "node started");
         Ok(RunningNode {
@@ -291,6 +401,7 @@ impl RunningNode {
             coordinator,
             membership,
             metrics,
+            repair,
             state,
             stop,
             tasks,
@@ -324,6 +435,9 @@ impl RunningNode {
         if let Err(e) = self.coordinator.store().close().await {
             tracing::warn!(error = %e, "closing storage");
         }
+        if let Err(e) = self.coordinator.hints().close().await {
+            tracing::warn!(error = %e, "closing hints");
+        }
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         tracing::info!(node = %self.config.node_id, "node stopped");
     }
@@ -347,18 +461,43 @@ fn write_endpoints(config: &Config, addrs: &BoundAddrs) {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStart {
+    Nothing,
+    Join,
+    Repair,
+}
+
+/// Where a first start's tokens came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenOrigin {
+    /// No ring to join: this node starts one.
+    FirstNode,
+    /// The ring already knew this node id (its data directory was lost):
+    /// it takes its old tokens back.
+    Adopted,
+    /// Placed against the ring this node is joining.
+    Allocated,
+}
+
 /// First start: learn the ring from the seeds (if any answer in time), then
 /// place tokens against it.
-async fn choose_tokens(config: &Config, membership: &Membership) -> Vec<u64> {
+async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, TokenOrigin) {
     if !config.seeds.is_empty() {
         let wait =
             (config.gossip_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10));
         if membership.wait_for_peer(wait).await {
-            // One more round so tables relayed by the seed arrive too.
-            tokio::time::sleep(config.gossip_interval.min(Duration::from_secs(1))).await;
+            // More rounds so the states relayed by the seed arrive too.
+            tokio::time::sleep(config.gossip_interval.min(Duration::from_secs(1)) * 2).await;
         } else {
             tracing::info!("no seed answered; choosing tokens as the first node");
         }
+    }
+    if let Some(old) = membership.previous_self()
+        && !old.tokens.is_empty()
+        && old.state != NodeState::Left
+    {
+        return (old.tokens.as_ref().clone(), TokenOrigin::Adopted);
     }
     let view = membership.view();
     let ring = Ring::new(
@@ -372,12 +511,18 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> Vec<u64> {
             })
             .collect(),
     );
-    allocate_tokens(
+    let origin = if ring.is_empty() {
+        TokenOrigin::FirstNode
+    } else {
+        TokenOrigin::Allocated
+    };
+    let tokens = allocate_tokens(
         &ring,
         &config.zone,
         config.vnodes,
         &mut SplitMix64::from_entropy(),
-    )
+    );
+    (tokens, origin)
 }
 
 /// Rebuilds the coordinator's topology whenever the membership view changes.

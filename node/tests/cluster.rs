@@ -616,11 +616,18 @@ async fn admin_status_and_drain() {
     assert_eq!(s.replication, Some(pb::Replication { n: 3, w: 2, r: 2 }));
     assert_eq!(s.conflict_mode, "causal");
     assert!(!s.draining);
+    // Three nodes at N=3: leaving would under-replicate every range.
     let e = admin
         .decommission(pb::DecommissionRequest {})
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message()
+            .contains("fewer than the replication factor N=3"),
+        "{}",
+        e.message()
+    );
 
     admin.drain(pb::DrainRequest {}).await.unwrap();
     assert!(

@@ -51,14 +51,13 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
         }),
         conflict_mode: c.conflict_mode.as_str().to_string(),
         members,
-        pending_hints: 0,
-        repair: Some(pb::RepairStatus::default()),
-        decommission: Some(pb::DecommissionStatus {
-            phase: pb::decommission_status::Phase::NotStarted as i32,
-            ..Default::default()
-        }),
+        pending_hints: state.coord.hints().pending_total(),
+        repair: Some(state.repair.status()),
+        decommission: Some(state.moves.decommission_status()),
         draining: state.gate.is_draining(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
+        pending_hints_by_node: state.coord.hints().pending().into_iter().collect(),
+        join: state.moves.join_status(),
     }
 }
 
@@ -75,18 +74,20 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::DecommissionRequest>,
     ) -> Result<Response<pb::DecommissionResponse>, Status> {
-        Err(Status::unimplemented(
-            "decommission needs range streaming, which this version does not have yet; do not scale down below the data's replicas",
-        ))
+        match self.state.moves.decommission() {
+            Ok(status) => Ok(Response::new(pb::DecommissionResponse {
+                status: Some(status),
+            })),
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 
     async fn repair(
         &self,
         _req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairResponse>, Status> {
-        Err(Status::unimplemented(
-            "Merkle anti-entropy is not in this version yet; read repair fixes replicas as keys are read",
-        ))
+        let (started, repair_id) = self.state.repair.start();
+        Ok(Response::new(pb::RepairResponse { started, repair_id }))
     }
 
     async fn drain(
@@ -96,6 +97,7 @@ impl Admin for AdminService {
         tracing::info!("draining: refusing new client requests");
         self.state.gate.drain(DRAIN_WAIT).await;
         self.state.coord.store().flush().await?;
+        self.state.coord.hints().flush().await?;
         tracing::info!("drained");
         Ok(Response::new(pb::DrainResponse {}))
     }

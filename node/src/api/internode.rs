@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::to_status;
 use crate::coordinator::WriteRequest;
+use crate::repair::sync::range_from_pb;
 use crate::version::Record;
 
 #[derive(Debug, Clone)]
@@ -38,11 +39,89 @@ impl Internode for InternodeService {
             .record
             .ok_or_else(|| Status::invalid_argument("record missing"))?;
         let rec = Record::from_proto(rec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !req.hint_for.is_empty() {
+            self.state
+                .coord
+                .accept_hint(&req.hint_for, &req.key, rec)
+                .await?;
+            return Ok(Response::new(pb::WriteReplicaResponse {}));
+        }
         if let Record::Lww(l) = &rec {
             self.state.coord.hlc().observe(l.hlc);
         }
         self.state.coord.store().merge(&req.key, rec).await?;
         Ok(Response::new(pb::WriteReplicaResponse {}))
+    }
+
+    async fn write_batch(
+        &self,
+        req: Request<pb::WriteBatchRequest>,
+    ) -> Result<Response<pb::WriteBatchResponse>, Status> {
+        let mut items = Vec::new();
+        for it in req.into_inner().items {
+            if it.key.is_empty() {
+                return Err(Status::invalid_argument("empty key"));
+            }
+            let rec = it
+                .record
+                .ok_or_else(|| Status::invalid_argument("record missing"))?;
+            let rec =
+                Record::from_proto(rec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if let Record::Lww(l) = &rec {
+                self.state.coord.hlc().observe(l.hlc);
+            }
+            items.push((it.key, rec));
+        }
+        // All or nothing is checked above; the merge itself is one engine batch.
+        self.state.coord.store().merge_batch(items).await?;
+        Ok(Response::new(pb::WriteBatchResponse {}))
+    }
+
+    async fn merkle_tree(
+        &self,
+        req: Request<pb::MerkleTreeRequest>,
+    ) -> Result<Response<pb::MerkleTreeResponse>, Status> {
+        let req = req.into_inner();
+        let range = range_from_pb(req.range)?;
+        if req.levels > range.max_levels() {
+            return Err(Status::invalid_argument(
+                "levels too deep: at most 4, and no more leaves than tokens in the range",
+            ));
+        }
+        Ok(Response::new(
+            self.state.repair.serve_tree(range, req.levels).await?,
+        ))
+    }
+
+    async fn merkle_nodes(
+        &self,
+        req: Request<pb::MerkleNodesRequest>,
+    ) -> Result<Response<pb::MerkleNodesResponse>, Status> {
+        let hashes = self.state.repair.serve_nodes(&req.into_inner())?;
+        Ok(Response::new(pb::MerkleNodesResponse { hashes }))
+    }
+
+    async fn range_digest(
+        &self,
+        req: Request<pb::RangeDigestRequest>,
+    ) -> Result<Response<pb::RangeDigestResponse>, Status> {
+        let range = range_from_pb(req.into_inner().range)?;
+        Ok(Response::new(self.state.repair.serve_digest(range).await?))
+    }
+
+    type FetchRangeStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::KeyRecords, Status>> + Send>>;
+
+    async fn fetch_range(
+        &self,
+        req: Request<pb::FetchRangeRequest>,
+    ) -> Result<Response<Self::FetchRangeStream>, Status> {
+        let req = req.into_inner();
+        let range = range_from_pb(req.range)?;
+        let batches = self.state.repair.serve_fetch(range, req.keys).await?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            batches.into_iter().map(Ok),
+        ))))
     }
 
     async fn coordinate_write(

@@ -52,6 +52,11 @@ impl Gate {
         Ok(pass)
     }
 
+    /// Closes the gate without waiting (a node that has LEFT the ring).
+    pub fn close(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -81,6 +86,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
     pub started: Instant,
+    pub repair: Arc<crate::repair::Repairer>,
+    pub moves: Arc<crate::repair::Moves>,
 }
 
 /// Metrics label for a request's consistency string.

@@ -5,11 +5,14 @@
 
 pub mod consistency;
 pub mod error;
+pub mod handoff;
+pub mod hints;
 mod topology;
 pub mod validate;
 
 pub use error::{CoordError, InvalidInput};
-pub use topology::Topology;
+pub use hints::HintStore;
+pub use topology::{Topology, WritePlan};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +92,7 @@ pub struct Coordinator {
     me: String,
     settings: Settings,
     store: Store,
+    hints: HintStore,
     topology: RwLock<Arc<Topology>>,
     client: InternodeClient,
     hlc: Hlc,
@@ -110,6 +114,7 @@ impl Coordinator {
         me: &str,
         settings: Settings,
         store: Store,
+        hints: HintStore,
         client: InternodeClient,
         metrics: Arc<Metrics>,
     ) -> Coordinator {
@@ -117,6 +122,7 @@ impl Coordinator {
             me: me.to_string(),
             settings,
             store,
+            hints,
             topology: RwLock::new(Arc::new(Topology::default())),
             client,
             hlc: Hlc::new(),
@@ -131,6 +137,22 @@ impl Coordinator {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    pub fn client(&self) -> &InternodeClient {
+        &self.client
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.me
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -193,6 +215,27 @@ impl Coordinator {
                 self.metrics.internode_errors.inc();
                 e.to_string()
             })
+    }
+
+    /// Sends a record to `m`, as its replica or (with `hint_for`) as a substitute.
+    async fn write_replica_as(
+        self: &Arc<Self>,
+        m: &Member,
+        key: Bytes,
+        rec: Record,
+        hint_for: Option<String>,
+    ) -> Result<(), String> {
+        match hint_for {
+            None => self.write_replica(m, key, rec).await,
+            Some(owner) => self
+                .client
+                .write_hint(&m.node_id, &m.internode_addr, key, rec.to_proto(), owner)
+                .await
+                .map_err(|e| {
+                    self.metrics.internode_errors.inc();
+                    e.to_string()
+                }),
+        }
     }
 
     /// A quorum read of `key` with read level `r` ("" = default).
@@ -320,7 +363,8 @@ impl Coordinator {
     }
 
     /// A client put or delete, coordinated here when this node is a replica
-    /// of the key, else forwarded to one.
+    /// of the key, else forwarded to one. When no replica can be reached at
+    /// all, this node coordinates it itself as a sloppy quorum.
     pub async fn write(
         self: &Arc<Self>,
         req: WriteRequest,
@@ -334,26 +378,26 @@ impl Coordinator {
         let (required, _) = consistency::resolve(&req.w, self.settings.w, self.settings.n)?;
         validate::ttl(req.ttl_ms)?;
         let topo = self.topology();
-        let replicas: Vec<Member> = topo
-            .replicas(&req.key, self.settings.n as usize)
-            .into_iter()
-            .cloned()
-            .collect();
-        if replicas.is_empty() {
+        let plan = topo.write_plan(&req.key, self.settings.n as usize);
+        if plan.replicas.is_empty() {
             return Err(CoordError::Unavailable(
                 "the ring is empty (no member has tokens yet)".into(),
             ));
         }
-        if !replicas.iter().any(|m| m.node_id == self.me) {
-            return self.forward(req, &replicas, hops).await;
+        if !plan.replicas.iter().any(|m| m.node_id == self.me) {
+            return self.forward(req, ctx, required, plan, topo, hops).await;
         }
-        self.coordinate(req, ctx, required, replicas).await
+        self.coordinate(req, ctx, required, plan, &topo, false)
+            .await
     }
 
     async fn forward(
         self: &Arc<Self>,
         req: WriteRequest,
-        replicas: &[Member],
+        ctx: VersionVector,
+        required: u32,
+        plan: WritePlan,
+        topo: Arc<Topology>,
         hops: u32,
     ) -> Result<WriteOutcome, CoordError> {
         if hops >= MAX_HOPS {
@@ -362,6 +406,7 @@ impl Coordinator {
             )));
         }
         self.metrics.forwarded_writes.inc();
+        let replicas = &plan.replicas;
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
         // the primary would skew coordination load.
@@ -421,15 +466,27 @@ impl Coordinator {
                 }
             }
         }
-        Err(CoordError::Unavailable(errors.join("; ")))
+        // No replica got the request: this side of a partition still takes
+        // the write (the AP promise), parked here and on substitutes as hints.
+        tracing::debug!(errors = %errors.join("; "), "no replica reachable; sloppy write");
+        self.metrics.sloppy_writes.inc();
+        self.coordinate(req, ctx, required, plan, &topo, true).await
     }
 
+    /// Coordinates a write: mints the causal dot here, then fans out. A
+    /// replica gossip calls down is replaced by the next healthy node
+    /// clockwise, which keeps the write as a hint for it; W counts those
+    /// substitutes. A replica that does not ack gets a hint stored here. When
+    /// a range is moving, the pending replicas get the write too and W grows
+    /// by their number (so the write survives the move whichever way it ends).
     async fn coordinate(
         self: &Arc<Self>,
         req: WriteRequest,
         ctx: VersionVector,
         required: u32,
-        replicas: Vec<Member>,
+        plan: WritePlan,
+        topo: &Topology,
+        sloppy: bool,
     ) -> Result<WriteOutcome, CoordError> {
         let now = now_ms();
         let value = Value {
@@ -473,25 +530,71 @@ impl Coordinator {
             }
         };
         let mut acks = 1u32;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
-        let others: Vec<Member> = replicas
+        // Who gets the write: (node, the replica it stands in for).
+        let mut used: Vec<String> = plan
+            .replicas
             .iter()
-            .filter(|m| m.node_id != self.me)
-            .cloned()
+            .chain(plan.pending.iter())
+            .map(|m| m.node_id.clone())
             .collect();
-        for m in &others {
+        used.push(self.me.clone());
+        let mut sends: Vec<(Member, Option<String>)> = Vec::new();
+        let mut local_hints: Vec<String> = Vec::new();
+        let mut stand_in_done = !sloppy;
+        let mut substitutes: Option<std::vec::IntoIter<Member>> = None;
+        for r in plan.replicas.iter().filter(|m| m.node_id != self.me) {
+            if !stand_in_done {
+                // A sloppy coordinator is itself the first substitute.
+                stand_in_done = true;
+                local_hints.push(r.node_id.clone());
+                continue;
+            }
+            if r.alive {
+                sends.push((r.clone(), None));
+                continue;
+            }
+            let subs =
+                substitutes.get_or_insert_with(|| topo.substitutes(&req.key, &used).into_iter());
+            match subs.next() {
+                Some(s) => {
+                    used.push(s.node_id.clone());
+                    sends.push((s, Some(r.node_id.clone())));
+                }
+                None => local_hints.push(r.node_id.clone()),
+            }
+        }
+        for p in &plan.pending {
+            if p.node_id == self.me {
+                continue;
+            }
+            if p.alive {
+                sends.push((p.clone(), None));
+            } else {
+                local_hints.push(p.node_id.clone());
+            }
+        }
+        for target in &local_hints {
+            self.store_hint(target, &req.key, &record).await;
+        }
+        let required = (required + plan.pending.len() as u32).min(1 + sends.len() as u32);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        for (m, hint_for) in sends {
             let this = self.clone();
-            let (m, key, rec, tx) = (m.clone(), req.key.clone(), record.clone(), tx.clone());
+            let (key, rec, tx) = (req.key.clone(), record.clone(), tx.clone());
             let timeout = self.settings.timeout;
             // Spawned, so the write still reaches slow replicas after we answer.
             tokio::spawn(
                 async move {
-                    let res = match tokio::time::timeout(timeout, this.write_replica(&m, key, rec))
-                        .await
-                    {
+                    let owner = hint_for.clone().unwrap_or_else(|| m.node_id.clone());
+                    let call = this.write_replica_as(&m, key.clone(), rec.clone(), hint_for);
+                    let res = match tokio::time::timeout(timeout, call).await {
                         Ok(r) => r,
                         Err(_) => Err(format!("{}: timed out", m.node_id)),
                     };
+                    if res.is_err() {
+                        // Whatever happened there, the owner gets it later.
+                        this.store_hint(&owner, &key, &rec).await;
+                    }
                     let _ = tx.send((m.node_id.clone(), res));
                 }
                 .in_current_span(),
@@ -516,11 +619,34 @@ impl Coordinator {
                 op: "write",
                 required,
                 got: acks,
-                replicas: replicas.len(),
+                replicas: plan.replicas.len(),
                 detail: failure_detail(&failures),
             });
         }
         Ok(WriteOutcome { context, acks })
+    }
+
+    /// Keeps a hint here for `target`; a failure only costs convergence speed
+    /// (anti-entropy still finds the difference), so it is logged, not raised.
+    async fn store_hint(&self, target: &str, key: &[u8], rec: &Record) {
+        match self.hints.store(target, key, rec, now_ms()).await {
+            Ok(()) => {
+                self.metrics.hints_stored.inc();
+            }
+            Err(e) => tracing::warn!(target, error = %e, "could not store a hint"),
+        }
+    }
+
+    /// Accepts a write as a substitute: a durable hint for `owner`.
+    pub async fn accept_hint(
+        &self,
+        owner: &str,
+        key: &[u8],
+        rec: Record,
+    ) -> Result<(), StorageError> {
+        self.hints.store(owner, key, &rec, now_ms()).await?;
+        self.metrics.hints_stored.inc();
+        Ok(())
     }
 }
 

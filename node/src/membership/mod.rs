@@ -2,17 +2,13 @@
 //! generations, and whether this node currently hears from them.
 //!
 //! Consumers (the coordinator's topology, Admin.Status) only see
-//! [`MembershipView`] snapshots through a `watch` channel, never the transport
-//! that fills them. In this version the transport is a push-pull exchange of
-//! whole member tables over UDP on the gossip port ([`exchange`]); chitchat's
-//! scuttlebutt gossip and phi-accrual detector replace it without changing the
-//! view.
+//! [`MembershipView`] snapshots through a `watch` channel, never the gossip
+//! that fills them ([`gossip`]: chitchat's Scuttlebutt gossip with a
+//! phi-accrual failure detector).
 
-pub mod exchange;
-mod table;
+mod gossip;
 
-pub use exchange::{Membership, MembershipError};
-pub use table::MemberTable;
+pub use gossip::{GossipOptions, Membership, MembershipError};
 
 use std::sync::Arc;
 

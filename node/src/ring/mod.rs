@@ -125,6 +125,29 @@ impl Ring {
             .collect()
     }
 
+    /// Every distinct node clockwise from the owner of `t`, ignoring zones:
+    /// where a sloppy quorum looks for substitutes past the preference list.
+    pub fn clockwise(&self, t: Token) -> Vec<&RingNode> {
+        let len = self.tokens.len();
+        let mut seen = vec![false; self.nodes.len()];
+        let mut out = Vec::new();
+        if len == 0 {
+            return out;
+        }
+        let start = self.owner_pos(t);
+        for i in 0..len {
+            let idx = self.tokens[(start + i) % len].1 as usize;
+            if !seen[idx] {
+                seen[idx] = true;
+                out.push(&self.nodes[idx]);
+                if out.len() == self.nodes.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Contiguous token ranges `(start, end]` and their primary owner; the first
     /// range wraps around zero.
     pub fn ranges(&self) -> Vec<(Token, Token, &RingNode)> {

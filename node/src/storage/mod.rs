@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_engine::{Db, Options, SyncPolicy};
 
@@ -123,6 +124,89 @@ impl Store {
             None => incoming,
         })
         .await
+    }
+
+    /// Merges many records (the version sync, key by key) and writes them
+    /// in one engine batch. Every key's stripe is held across its
+    /// read-merge-write; stripes are taken in ascending order, so this never
+    /// deadlocks against single-key updates. Returns the bytes merged.
+    pub async fn merge_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u64, StorageError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stripes: Vec<usize> = items
+                .iter()
+                .map(|(k, _)| (xxhash_rust::xxh3::xxh3_64(&engine_key(k)) as usize) % STRIPES)
+                .collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let _guards: Vec<_> = stripes.iter().map(|&i| inner.stripes[i].lock()).collect();
+            // Later items for the same key merge into earlier results.
+            let mut merged: std::collections::BTreeMap<Vec<u8>, Record> = Default::default();
+            let mut changed: std::collections::BTreeSet<Vec<u8>> = Default::default();
+            let mut bytes = 0u64;
+            for (k, rec) in items {
+                let ek = engine_key(&k);
+                bytes += k.len() as u64;
+                let cur = match merged.remove(&ek) {
+                    Some(r) => Some(r),
+                    None => Self::read_blocking(&inner, &ek)?,
+                };
+                let next = match &cur {
+                    Some(c) => c.merge(&rec),
+                    None => rec,
+                };
+                if cur.as_ref() != Some(&next) {
+                    changed.insert(ek.clone());
+                }
+                merged.insert(ek, next);
+            }
+            let mut batch = ringkv_engine::WriteBatch::new();
+            for (ek, rec) in &merged {
+                if changed.contains(ek) {
+                    let v = rec.encode();
+                    bytes += v.len() as u64;
+                    batch.put_expiring(ek, &v, rec.engine_expiry(inner.grace_ms));
+                }
+            }
+            if !batch.is_empty() {
+                inner.db.write(batch)?;
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    /// Visits, in token order, every stored (engine key, encoded record) whose
+    /// token lies in the inclusive interval `[lo, hi]`, until `f` returns
+    /// false. Blocking: call from the blocking pool.
+    pub fn scan_tokens_blocking(
+        &self,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let lower = lo.to_be_bytes().to_vec();
+        let scan = if hi == u64::MAX {
+            self.inner.db.scan(lower..)?
+        } else {
+            self.inner.db.scan(lower..(hi + 1).to_be_bytes().to_vec())?
+        };
+        for item in scan {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a record by engine key. Blocking.
+    pub fn read_engine_key_blocking(&self, ekey: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.db.get(ekey)?)
     }
 
     /// Number of records stored (a full scan; for status and tests).

@@ -150,6 +150,7 @@ impl InternodeClient {
             c.write_replica(pb::WriteReplicaRequest {
                 key,
                 record: Some(record),
+                hint_for: String::new(),
             })
             .await
         })
@@ -169,5 +170,79 @@ impl InternodeClient {
             |mut c| async move { c.coordinate_write(req).await },
         )
         .await
+    }
+
+    /// Hands a write to a substitute, to keep as a hint for `owner`.
+    pub async fn write_hint(
+        &self,
+        peer: &str,
+        addr: &str,
+        key: bytes::Bytes,
+        record: pb::Record,
+        owner: String,
+    ) -> Result<(), TransportError> {
+        self.call(peer, addr, |mut c| async move {
+            c.write_replica(pb::WriteReplicaRequest {
+                key,
+                record: Some(record),
+                hint_for: owner,
+            })
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn write_batch(
+        &self,
+        peer: &str,
+        addr: &str,
+        items: Vec<pb::KeyRecord>,
+    ) -> Result<(), TransportError> {
+        self.call(peer, addr, |mut c| async move {
+            c.write_batch(pb::WriteBatchRequest { items }).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn merkle_tree(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: pb::MerkleTreeRequest,
+    ) -> Result<pb::MerkleTreeResponse, TransportError> {
+        self.call(peer, addr, |mut c| async move { c.merkle_tree(req).await })
+            .await
+    }
+
+    pub async fn merkle_nodes(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: pb::MerkleNodesRequest,
+    ) -> Result<pb::MerkleNodesResponse, TransportError> {
+        self.call(peer, addr, |mut c| async move { c.merkle_nodes(req).await })
+            .await
+    }
+
+    pub async fn range_digest(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: pb::RangeDigestRequest,
+    ) -> Result<pb::RangeDigestResponse, TransportError> {
+        self.call(peer, addr, |mut c| async move { c.range_digest(req).await })
+            .await
+    }
+
+    pub async fn fetch_range(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: pb::FetchRangeRequest,
+    ) -> Result<tonic::Streaming<pb::KeyRecords>, TransportError> {
+        self.call(peer, addr, |mut c| async move { c.fetch_range(req).await })
+            .await
     }
 }

@@ -33,6 +33,9 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     links: RwLock<HashMap<(String, String), Fault>>,
+    /// Gossip (UDP) address → node id, so gossip datagrams obey the same
+    /// per-node-pair rules as gRPC calls (a partition also hides liveness).
+    gossip: RwLock<HashMap<std::net::SocketAddr, String>>,
     dropped: AtomicU64,
     calls: AtomicU64,
     seq: AtomicU64,
@@ -84,6 +87,43 @@ impl FaultInjector {
     /// Calls attempted so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Declares that `node` gossips from `addr` (each node does at start).
+    pub fn register_gossip(&self, addr: std::net::SocketAddr, node: &str) {
+        self.gossip.write().insert(addr, node.to_string());
+    }
+
+    /// Whether a gossip datagram between `me` and the node at `peer` is
+    /// lost: links with `Drop` (or an unlucky `Flaky`) lose datagrams; delays
+    /// and lost replies do not apply to one-way datagrams. `outbound` says
+    /// which direction the datagram travels.
+    pub(crate) fn gossip_dropped(
+        &self,
+        me: &str,
+        peer: std::net::SocketAddr,
+        outbound: bool,
+    ) -> bool {
+        let links = self.links.read();
+        if links.is_empty() {
+            return false;
+        }
+        let Some(peer_id) = self.gossip.read().get(&peer).cloned() else {
+            return false;
+        };
+        let key = if outbound {
+            (me.to_string(), peer_id)
+        } else {
+            (peer_id, me.to_string())
+        };
+        match links.get(&key) {
+            Some(Fault::Drop) => true,
+            Some(Fault::Flaky(p)) => {
+                let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                crate::ring::SplitMix64::new(n ^ 0x90551b).next_f64() < *p
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn verdict(&self, from: &str, to: &str) -> Verdict {

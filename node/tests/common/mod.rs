@@ -16,6 +16,8 @@ pub struct Cluster {
     pub nodes: Vec<RunningNode>,
     pub faults: Arc<FaultInjector>,
     pub dir: tempfile::TempDir,
+    /// Each node's configuration (as started), for restarts and additions.
+    pub configs: Vec<Config>,
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
@@ -40,29 +42,73 @@ impl Cluster {
     pub async fn start(count: usize, tweak: impl Fn(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let faults = Arc::new(FaultInjector::new());
-        let mut nodes: Vec<RunningNode> = Vec::new();
-        for i in 0..count {
-            let mut c =
-                Config::loopback(&format!("node-{i}"), dir.path().join(format!("node-{i}")));
-            c.request_timeout = Duration::from_secs(5);
-            c.gossip_interval = Duration::from_millis(100);
-            if let Some(first) = nodes.first() {
-                c.seeds = vec![first.addrs.gossip.to_string()];
-            }
-            tweak(&mut c);
-            let node = RunningNode::start(
-                c,
-                NodeOptions {
-                    faults: Some(faults.clone()),
-                },
-            )
-            .await
-            .unwrap();
-            nodes.push(node);
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            faults,
+            dir,
+            configs: Vec::new(),
+        };
+        for _ in 0..count {
+            cluster.add_node(&tweak).await;
         }
-        let cluster = Cluster { nodes, faults, dir };
         cluster.wait_converged().await;
         cluster
+    }
+
+    /// Starts one more node, seeded with node 0 (it joins a running ring).
+    pub async fn add_node(&mut self, tweak: impl Fn(&mut Config)) -> usize {
+        let i = self.configs.len();
+        let mut c = Config::loopback(
+            &format!("node-{i}"),
+            self.dir.path().join(format!("node-{i}")),
+        );
+        c.request_timeout = Duration::from_secs(5);
+        c.gossip_interval = Duration::from_millis(100);
+        if let Some(first) = self.nodes.first() {
+            c.seeds = vec![first.addrs.gossip.to_string()];
+        }
+        tweak(&mut c);
+        let node = RunningNode::start(
+            c.clone(),
+            NodeOptions {
+                faults: Some(self.faults.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        self.configs.push(c);
+        self.nodes.push(node);
+        i
+    }
+
+    /// Stops node `i` and starts it again on the same ports and data
+    /// directory, wiped first if `wipe`.
+    pub async fn restart(&mut self, i: usize, wipe: bool) {
+        let c = self.configs[i].clone();
+        let mut c2 = c.clone();
+        let old = &self.nodes[i];
+        c2.listen_gossip = old.addrs.gossip;
+        c2.listen_internode = old.addrs.internode;
+        c2.listen_grpc = old.addrs.grpc;
+        c2.listen_http = old.addrs.http;
+        if i > 0 {
+            c2.seeds = vec![self.nodes[0].addrs.gossip.to_string()];
+        } else {
+            c2.seeds = vec![self.nodes[1].addrs.gossip.to_string()];
+        }
+        self.nodes.remove(i).shutdown().await;
+        if wipe {
+            std::fs::remove_dir_all(&c.data_dir).unwrap();
+        }
+        let node = RunningNode::start(
+            c2,
+            NodeOptions {
+                faults: Some(self.faults.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        self.nodes.insert(i, node);
     }
 
     /// Until every node sees every node with tokens in its ring.

@@ -1,0 +1,254 @@
+//! Durable hints: writes meant for a replica that could not take them, kept
+//! (in their own engine directory, apart from the node's data) until gossip
+//! sees the replica again, then handed off and deleted.
+//!
+//! Engine key = target node id ++ 0x00 ++ created unix ms (8 bytes BE) ++
+//! sequence (8 bytes BE) ++ user key, so one target's hints are one
+//! contiguous scan, oldest first. Node ids never contain 0x00 (config
+//! validation), so the separator is unambiguous. Value = the encoded record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ringkv_engine::{Db, Options, SyncPolicy, WriteBatch};
+
+use crate::config::SyncMode;
+use crate::storage::StorageError;
+use crate::version::Record;
+
+/// One stored hint.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// Engine key (the handle to delete it by).
+    pub id: Vec<u8>,
+    pub target: String,
+    pub created_ms: u64,
+    pub key: Bytes,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone)]
+pub struct HintStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    seq: AtomicU64,
+    /// Hints held per target (kept in memory; rebuilt by a scan at open).
+    pending: Mutex<BTreeMap<String, u64>>,
+}
+
+fn prefix(target: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(target.len() + 1);
+    p.extend_from_slice(target.as_bytes());
+    p.push(0);
+    p
+}
+
+fn parse(id: &[u8], value: &[u8]) -> Result<Hint, StorageError> {
+    let corrupt = |why: &str| StorageError::Corrupt(format!("hint: {why}"));
+    let sep = id
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| corrupt("no target"))?;
+    let rest = &id[sep + 1..];
+    if rest.len() < 16 {
+        return Err(corrupt("short key"));
+    }
+    let target = std::str::from_utf8(&id[..sep])
+        .map_err(|_| corrupt("target is not UTF-8"))?
+        .to_string();
+    let created_ms = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+    let record = Record::decode(value).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    Ok(Hint {
+        id: id.to_vec(),
+        target,
+        created_ms,
+        key: Bytes::copy_from_slice(&rest[16..]),
+        record,
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+}
+
+impl HintStore {
+    pub fn open(dir: &Path, sync: SyncMode) -> Result<HintStore, StorageError> {
+        let opts = Options {
+            sync: match sync {
+                SyncMode::Always => SyncPolicy::Always,
+                SyncMode::Periodic(d) => SyncPolicy::Periodic(d),
+                SyncMode::Never => SyncPolicy::Never,
+            },
+            memtable_bytes: 8 << 20,
+            ..Options::default()
+        };
+        let db = Db::open(dir, opts)?;
+        let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+        for item in db.iter()? {
+            let (k, _) = item?;
+            if let Some(sep) = k.iter().position(|&b| b == 0) {
+                let t = String::from_utf8_lossy(&k[..sep]).to_string();
+                *pending.entry(t).or_default() += 1;
+            }
+        }
+        Ok(HintStore {
+            inner: Arc::new(Inner {
+                db,
+                seq: AtomicU64::new(0),
+                pending: Mutex::new(pending),
+            }),
+        })
+    }
+
+    /// Stores a hint for `target`; durable when this returns (per the sync policy).
+    pub async fn store(
+        &self,
+        target: &str,
+        key: &[u8],
+        record: &Record,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let mut id = prefix(target);
+        id.extend_from_slice(&now_ms.to_be_bytes());
+        // Sequence: unique within this process; the created time keeps ids
+        // from an earlier run apart.
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        id.extend_from_slice(&seq.to_be_bytes());
+        id.extend_from_slice(key);
+        let value = record.encode();
+        let inner = self.inner.clone();
+        let t = target.to_string();
+        blocking(move || {
+            inner.db.put(&id, &value)?;
+            *inner.pending.lock().entry(t).or_default() += 1;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Up to `limit` of `target`'s oldest hints.
+    pub async fn oldest(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
+        let inner = self.inner.clone();
+        let p = prefix(target);
+        blocking(move || {
+            let mut end = p.clone();
+            *end.last_mut().expect("prefix") = 1;
+            let mut out = Vec::new();
+            for item in inner.db.scan(p.as_slice()..end.as_slice())? {
+                let (k, v) = item?;
+                out.push(parse(&k, &v)?);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes hints (delivered or dropped).
+    pub async fn remove(&self, hints: &[Hint]) -> Result<(), StorageError> {
+        if hints.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let ids: Vec<(String, Vec<u8>)> = hints
+            .iter()
+            .map(|h| (h.target.clone(), h.id.clone()))
+            .collect();
+        blocking(move || {
+            let mut b = WriteBatch::new();
+            for (_, id) in &ids {
+                b.delete(id);
+            }
+            inner.db.write(b)?;
+            let mut p = inner.pending.lock();
+            for (t, _) in ids {
+                if let Some(n) = p.get_mut(&t) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        p.remove(&t);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Hints held per target.
+    pub fn pending(&self) -> BTreeMap<String, u64> {
+        self.inner.pending.lock().clone()
+    }
+
+    pub fn pending_total(&self) -> u64 {
+        self.inner.pending.lock().values().sum()
+    }
+
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.db.flush().map_err(StorageError::from)).await
+    }
+
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.db.close().map_err(StorageError::from)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{LwwValue, Value};
+
+    fn rec(v: &str) -> Record {
+        Record::Lww(LwwValue {
+            hlc: 1,
+            writer: "w".into(),
+            value: Value {
+                data: Some(Bytes::from(v.to_string())),
+                expires_at_ms: 0,
+                written_at_ms: 1,
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn hints_survive_reopen_and_are_kept_per_target_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let h = HintStore::open(dir.path(), SyncMode::Always).unwrap();
+            h.store("b", b"k2", &rec("2"), 20).await.unwrap();
+            h.store("b", b"k1", &rec("1"), 10).await.unwrap();
+            h.store("bb", b"x", &rec("x"), 5).await.unwrap();
+            h.close().await.unwrap();
+        }
+        let h = HintStore::open(dir.path(), SyncMode::Always).unwrap();
+        assert_eq!(h.pending().get("b"), Some(&2));
+        assert_eq!(h.pending().get("bb"), Some(&1));
+        let got = h.oldest("b", 10).await.unwrap();
+        let keys: Vec<&[u8]> = got.iter().map(|x| x.key.as_ref()).collect();
+        assert_eq!(
+            keys,
+            vec![b"k1".as_ref(), b"k2".as_ref()],
+            "oldest first, no bb"
+        );
+        assert_eq!(got[0].record, rec("1"));
+        assert_eq!(got[0].created_ms, 10);
+        h.remove(&got[..1]).await.unwrap();
+        assert_eq!(h.pending_total(), 2);
+        assert_eq!(h.oldest("b", 10).await.unwrap().len(), 1);
+    }
+}

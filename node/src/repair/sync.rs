@@ -1,0 +1,465 @@
+//! Syncing one token range with one peer, and the peer's side of it.
+//!
+//! The initiator builds its tree of the range, asks the peer to build the
+//! same-shaped tree, and walks both top-down, fetching only the children of
+//! nodes that differ. For each differing leaf: if this side is empty there,
+//! pull the peer's whole leaf; if the peer is empty, push ours; otherwise
+//! compare (key, hash) lists and move only the keys that differ. Records are
+//! merged with the version sync on arrival, so siblings survive and
+//! tombstones win over what they deleted.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ringkv_proto::v1 as pb;
+
+use super::merkle::{ARITY, TokenRange, Tree, engine_key_token, item_hash, levels_for};
+use super::{RepairError, Repairer};
+use crate::membership::Member;
+use crate::version::Record;
+
+/// Bytes per streamed batch.
+const BATCH_BYTES: usize = 1 << 20;
+/// Built trees are kept this long for the initiator's walk.
+const TREE_TTL: Duration = Duration::from_secs(60);
+const MAX_TREES: usize = 256;
+
+/// What one sync moved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncStats {
+    pub keys: u64,
+    pub bytes: u64,
+    pub digest_bytes: u64,
+    /// False when the trees were equal.
+    pub differed: bool,
+}
+
+impl SyncStats {
+    pub fn add(&mut self, o: SyncStats) {
+        self.keys += o.keys;
+        self.bytes += o.bytes;
+        self.digest_bytes += o.digest_bytes;
+        self.differed |= o.differed;
+    }
+}
+
+/// Trees built for peers, by id.
+#[derive(Debug, Default)]
+pub struct TreeCache {
+    next: u64,
+    trees: HashMap<u64, (Instant, std::sync::Arc<Tree>)>,
+}
+
+impl TreeCache {
+    fn insert(&mut self, t: Tree) -> u64 {
+        let now = Instant::now();
+        self.trees
+            .retain(|_, (at, _)| now.duration_since(*at) < TREE_TTL);
+        if self.trees.len() >= MAX_TREES
+            && let Some(oldest) = self
+                .trees
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| *k)
+        {
+            self.trees.remove(&oldest);
+        }
+        self.next += 1;
+        self.trees.insert(self.next, (now, std::sync::Arc::new(t)));
+        self.next
+    }
+
+    fn get(&self, id: u64) -> Option<std::sync::Arc<Tree>> {
+        self.trees.get(&id).map(|(_, t)| t.clone())
+    }
+}
+
+fn range_pb(r: TokenRange) -> pb::TokenRange {
+    pb::TokenRange {
+        start: r.start,
+        end: r.end,
+    }
+}
+
+pub fn range_from_pb(r: Option<pb::TokenRange>) -> Result<TokenRange, RepairError> {
+    let r = r.ok_or(RepairError::Invalid("range missing"))?;
+    Ok(TokenRange::new(r.start, r.end))
+}
+
+/// The user key of an engine key.
+fn user_key(ekey: &[u8]) -> &[u8] {
+    &ekey[8.min(ekey.len())..]
+}
+
+fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
+    use prost::Message as _;
+    items
+        .iter()
+        .map(|i| i.key.len() as u64 + i.record.as_ref().map_or(0, |r| r.encoded_len() as u64))
+        .sum()
+}
+
+impl Repairer {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&crate::storage::Store) -> Result<T, crate::storage::StorageError>
+        + Send
+        + 'static,
+    ) -> Result<T, RepairError> {
+        let store = self.coord.store().clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| RepairError::Task(e.to_string()))?
+            .map_err(RepairError::from)
+    }
+
+    /// This node's tree of `range`.
+    pub async fn local_tree(&self, range: TokenRange, levels: u32) -> Result<Tree, RepairError> {
+        self.blocking(move |s| Tree::build(s, range, levels)).await
+    }
+
+    /// Root hash of this node's data in `range` (levels do not change it
+    /// being equal exactly when the data is; tests compare replicas by it).
+    pub async fn range_root(&self, range: TokenRange) -> Result<u64, RepairError> {
+        Ok(self.local_tree(range, 0).await?.root())
+    }
+
+    /// Brings this node and `peer` to the same data in `range`.
+    pub async fn sync_range(
+        &self,
+        range: TokenRange,
+        peer: &Member,
+    ) -> Result<SyncStats, RepairError> {
+        let mut st = SyncStats::default();
+        let client = self.coord.client();
+        let (pid, paddr) = (peer.node_id.as_str(), peer.internode_addr.as_str());
+        let count = self
+            .blocking(move |s| {
+                let mut n = 0u64;
+                for (lo, hi) in range.intervals() {
+                    s.scan_tokens_blocking(lo, hi, |_, _| {
+                        n += 1;
+                        true
+                    })?;
+                }
+                Ok(n)
+            })
+            .await?;
+        let levels = levels_for(count).min(range.max_levels());
+        let local = self.local_tree(range, levels).await?;
+        let remote = client
+            .merkle_tree(
+                pid,
+                paddr,
+                pb::MerkleTreeRequest {
+                    range: Some(range_pb(range)),
+                    levels,
+                },
+            )
+            .await?;
+        st.digest_bytes += 32;
+        if remote.root == local.root() {
+            return Ok(st);
+        }
+        st.differed = true;
+        // Walk down: `diff` holds differing node indexes at `depth`, with the
+        // peer's hash of each.
+        let mut diff: Vec<(u32, u64)> = vec![(0, remote.root)];
+        for depth in 0..levels {
+            let parents: Vec<u32> = diff.iter().map(|(i, _)| *i).collect();
+            let resp = client
+                .merkle_nodes(
+                    pid,
+                    paddr,
+                    pb::MerkleNodesRequest {
+                        tree_id: remote.tree_id,
+                        depth,
+                        parents: parents.clone(),
+                    },
+                )
+                .await?;
+            st.digest_bytes += 4 * parents.len() as u64 + 8 * resp.hashes.len() as u64;
+            if resp.hashes.len() != parents.len() * ARITY {
+                return Err(RepairError::Peer(format!(
+                    "{pid} sent {} hashes for {} parents",
+                    resp.hashes.len(),
+                    parents.len()
+                )));
+            }
+            let mine = &local.nodes[depth as usize + 1];
+            let mut next = Vec::new();
+            for (k, p) in parents.iter().enumerate() {
+                for c in 0..ARITY {
+                    let idx = *p as usize * ARITY + c;
+                    let theirs = resp.hashes[k * ARITY + c];
+                    if mine[idx] != theirs {
+                        next.push((idx as u32, theirs));
+                    }
+                }
+            }
+            diff = next;
+        }
+        let leaves = local.leaves().len();
+        for (leaf, theirs) in diff {
+            let sub = range.slice(leaf as usize, leaves);
+            let ours = local.leaves()[leaf as usize];
+            let moved = if ours == 0 {
+                self.pull(peer, sub, Vec::new()).await?
+            } else if theirs == 0 {
+                self.push(peer, sub, None).await?
+            } else {
+                self.diff_leaf(peer, sub).await?
+            };
+            st.add(moved);
+        }
+        Ok(st)
+    }
+
+    /// Key-level diff of one leaf: pull what differs or only the peer has,
+    /// then push (after merging) what differs or only we have.
+    async fn diff_leaf(&self, peer: &Member, sub: TokenRange) -> Result<SyncStats, RepairError> {
+        let mut st = SyncStats::default();
+        let theirs = self
+            .coord
+            .client()
+            .range_digest(
+                &peer.node_id,
+                &peer.internode_addr,
+                pb::RangeDigestRequest {
+                    range: Some(range_pb(sub)),
+                },
+            )
+            .await?;
+        st.digest_bytes += theirs
+            .keys
+            .iter()
+            .map(|k| k.key.len() as u64 + 8)
+            .sum::<u64>();
+        let ours = self.digest(sub).await?;
+        let theirs: HashMap<Bytes, u64> =
+            theirs.keys.into_iter().map(|k| (k.key, k.hash)).collect();
+        let mut pull = Vec::new();
+        let mut push = Vec::new();
+        for (k, h) in &theirs {
+            match ours.get(k) {
+                Some(mine) if mine == h => {}
+                Some(_) => {
+                    pull.push(k.clone());
+                    push.push(k.clone());
+                }
+                None => pull.push(k.clone()),
+            }
+        }
+        for k in ours.keys() {
+            if !theirs.contains_key(k) {
+                push.push(k.clone());
+            }
+        }
+        if !pull.is_empty() {
+            st.add(self.pull(peer, sub, pull).await?);
+        }
+        if !push.is_empty() {
+            st.add(self.push(peer, sub, Some(push)).await?);
+        }
+        Ok(st)
+    }
+
+    /// (user key, item hash) of every key of `sub` here.
+    async fn digest(&self, sub: TokenRange) -> Result<HashMap<Bytes, u64>, RepairError> {
+        self.blocking(move |s| {
+            let mut out = HashMap::new();
+            for (lo, hi) in sub.intervals() {
+                s.scan_tokens_blocking(lo, hi, |ek, v| {
+                    out.insert(Bytes::copy_from_slice(user_key(ek)), item_hash(ek, v));
+                    true
+                })?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Fetches `sub` (or just `keys`) from the peer and merges it here.
+    async fn pull(
+        &self,
+        peer: &Member,
+        sub: TokenRange,
+        keys: Vec<Bytes>,
+    ) -> Result<SyncStats, RepairError> {
+        let mut st = SyncStats::default();
+        let mut stream = self
+            .coord
+            .client()
+            .fetch_range(
+                &peer.node_id,
+                &peer.internode_addr,
+                pb::FetchRangeRequest {
+                    range: Some(range_pb(sub)),
+                    keys,
+                },
+            )
+            .await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|s| RepairError::Peer(format!("{}: {s}", peer.node_id)))?;
+            let bytes = rec_bytes(&batch.items);
+            self.limiter.acquire(bytes).await;
+            let mut items = Vec::with_capacity(batch.items.len());
+            for it in batch.items {
+                let rec = it.record.ok_or_else(|| {
+                    RepairError::Peer(format!("{}: record missing", peer.node_id))
+                })?;
+                let rec = Record::from_proto(rec)
+                    .map_err(|e| RepairError::Peer(format!("{}: {e}", peer.node_id)))?;
+                items.push((it.key, rec));
+            }
+            st.keys += items.len() as u64;
+            st.bytes += bytes;
+            self.coord.store().merge_batch(items).await?;
+        }
+        Ok(st)
+    }
+
+    /// Sends our records of `sub` (or just `keys`) to the peer, which merges them.
+    pub(crate) async fn push(
+        &self,
+        peer: &Member,
+        sub: TokenRange,
+        keys: Option<Vec<Bytes>>,
+    ) -> Result<SyncStats, RepairError> {
+        let mut st = SyncStats::default();
+        let batches = self.read_records(sub, keys).await?;
+        for items in batches {
+            let bytes = rec_bytes(&items);
+            self.limiter.acquire(bytes).await;
+            st.keys += items.len() as u64;
+            st.bytes += bytes;
+            self.coord
+                .client()
+                .write_batch(&peer.node_id, &peer.internode_addr, items)
+                .await?;
+        }
+        Ok(st)
+    }
+
+    /// Our records of `sub` (or just `keys`), in batches of about 1 MiB.
+    async fn read_records(
+        &self,
+        sub: TokenRange,
+        keys: Option<Vec<Bytes>>,
+    ) -> Result<Vec<Vec<pb::KeyRecord>>, RepairError> {
+        self.blocking(move |s| {
+            let mut out: Vec<Vec<pb::KeyRecord>> = vec![Vec::new()];
+            let mut size = 0usize;
+            let mut add = |k: &[u8], v: &[u8]| -> Result<(), crate::storage::StorageError> {
+                use prost::Message as _;
+                let rec = pb::Record::decode(v)
+                    .map_err(|e| crate::storage::StorageError::Corrupt(e.to_string()))?;
+                size += k.len() + v.len();
+                out.last_mut().expect("batch").push(pb::KeyRecord {
+                    key: Bytes::copy_from_slice(k),
+                    record: Some(rec),
+                });
+                if size >= BATCH_BYTES {
+                    out.push(Vec::new());
+                    size = 0;
+                }
+                Ok(())
+            };
+            match keys {
+                None => {
+                    let mut err = None;
+                    for (lo, hi) in sub.intervals() {
+                        s.scan_tokens_blocking(lo, hi, |ek, v| match add(user_key(ek), v) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                err = Some(e);
+                                false
+                            }
+                        })?;
+                    }
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                }
+                Some(keys) => {
+                    for k in keys {
+                        let ek = crate::storage::engine_key(&k);
+                        if let Some(v) = s.read_engine_key_blocking(&ek)? {
+                            add(&k, &v)?;
+                        }
+                    }
+                }
+            }
+            out.retain(|b| !b.is_empty());
+            Ok(out)
+        })
+        .await
+    }
+
+    // --- the peer's side ---
+
+    pub async fn serve_tree(
+        &self,
+        range: TokenRange,
+        levels: u32,
+    ) -> Result<pb::MerkleTreeResponse, RepairError> {
+        let t = self.local_tree(range, levels).await?;
+        let (root, keys) = (t.root(), t.keys);
+        let tree_id = self.trees.lock().insert(t);
+        Ok(pb::MerkleTreeResponse {
+            tree_id,
+            root,
+            keys,
+        })
+    }
+
+    pub fn serve_nodes(&self, req: &pb::MerkleNodesRequest) -> Result<Vec<u64>, RepairError> {
+        let t = self
+            .trees
+            .lock()
+            .get(req.tree_id)
+            .ok_or(RepairError::TreeGone(req.tree_id))?;
+        t.children(req.depth, &req.parents)
+            .ok_or(RepairError::Invalid("no such tree nodes"))
+    }
+
+    pub async fn serve_digest(
+        &self,
+        range: TokenRange,
+    ) -> Result<pb::RangeDigestResponse, RepairError> {
+        let d = self.digest(range).await?;
+        Ok(pb::RangeDigestResponse {
+            keys: d
+                .into_iter()
+                .map(|(key, hash)| pb::KeyDigest { key, hash })
+                .collect(),
+        })
+    }
+
+    /// Our records of `range` (or of `keys` in it), in batches.
+    pub async fn serve_fetch(
+        &self,
+        range: TokenRange,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<pb::KeyRecords>, RepairError> {
+        let keys = if keys.is_empty() {
+            None
+        } else {
+            if keys
+                .iter()
+                .any(|k| !range.contains(engine_key_token(&crate::storage::engine_key(k))))
+            {
+                return Err(RepairError::Invalid("a requested key is outside the range"));
+            }
+            Some(keys)
+        };
+        Ok(self
+            .read_records(range, keys)
+            .await?
+            .into_iter()
+            .map(|items| pb::KeyRecords { items })
+            .collect())
+    }
+}

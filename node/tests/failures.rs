@@ -1,0 +1,402 @@
+//! Surviving failures in-process, with the fault layer cutting both gRPC and
+//! gossip: partitions with sloppy quorums and hinted handoff, anti-entropy
+//! after a lost data directory, and join/decommission moving data.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use prost::Message as _;
+use ringkv_proto::v1 as pb;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Every replica of every range node `i` replicates has the same Merkle
+/// root as node `i` for it.
+async fn replicas_agree(c: &Cluster) -> bool {
+    let by_id: HashMap<String, usize> = (0..c.nodes.len())
+        .map(|i| (c.nodes[i].node_id().to_string(), i))
+        .collect();
+    for node in &c.nodes {
+        for (range, peers) in node.repair.my_ranges() {
+            let mine = node.repair.range_root(range).await.unwrap();
+            for p in peers {
+                let Some(&j) = by_id.get(&p.node_id) else {
+                    return false;
+                };
+                if c.nodes[j].repair.range_root(range).await.unwrap() != mine {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn sees_down(c: &Cluster, observer: usize, others: &[usize]) -> bool {
+    let v = c.nodes[observer].membership.view();
+    others
+        .iter()
+        .all(|&o| v.get(c.nodes[o].node_id()).is_some_and(|m| !m.alive))
+}
+
+async fn all_alive(c: &Cluster) -> bool {
+    c.nodes.iter().all(|n| {
+        let v = n.membership.view();
+        v.members.len() == c.nodes.len() && v.members.iter().all(|m| m.alive)
+    })
+}
+
+async fn repair_all(c: &Cluster) {
+    for i in 0..c.nodes.len() {
+        c.admin(i).await.repair(pb::RepairRequest {}).await.unwrap();
+    }
+    eventually(LONG, "repairs to finish", || async {
+        let mut idle = true;
+        for i in 0..c.nodes.len() {
+            let s = c.nodes[i].status();
+            idle &= !s.repair.unwrap().running;
+        }
+        idle
+    })
+    .await;
+}
+
+/// Convergence bound asserted after a heal: hints delivered plus one repair
+/// on every node. Typically a few seconds here; generous for loaded CI.
+const CONVERGENCE_BOUND: Duration = Duration::from_secs(45);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_siblings() {
+    let c = Cluster::start(5, |_| {}).await;
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.node_id().to_string()).collect();
+    let mut kv0 = c.kv(0).await;
+    let keys: Vec<String> = (0..24).map(|i| format!("cart-{i}")).collect();
+    let mut ctx = HashMap::new();
+    for k in &keys {
+        put(&mut kv0, k, "base", "").await.unwrap();
+        ctx.insert(k.clone(), get(&mut kv0, k).await.context);
+    }
+
+    // Cut {0,1} from {2,3,4}: gRPC and gossip.
+    for a in 0..2 {
+        for b in 2..5 {
+            c.faults.partition(&ids[a], &ids[b]);
+        }
+    }
+    eventually(LONG, "each side to see the other side down", || async {
+        sees_down(&c, 0, &[2, 3, 4]).await
+            && sees_down(&c, 1, &[2, 3, 4]).await
+            && sees_down(&c, 2, &[0, 1]).await
+            && sees_down(&c, 4, &[0, 1]).await
+    })
+    .await;
+
+    // Both sides take a write of every key at W=1, from the same context.
+    let (mut left, mut right) = (c.kv(1).await, c.kv(3).await);
+    for k in &keys {
+        for (kv, v) in [(&mut left, "left"), (&mut right, "right")] {
+            let r = kv
+                .put(pb::PutRequest {
+                    key: k.clone().into_bytes().into(),
+                    value: v.as_bytes().to_vec().into(),
+                    context: ctx[k].clone(),
+                    w: "one".into(),
+                    ..Default::default()
+                })
+                .await;
+            assert!(r.is_ok(), "{v} side refused {k}: {r:?}");
+        }
+    }
+    let stored: u64 = c
+        .nodes
+        .iter()
+        .map(|n| n.coordinator.hints().pending_total())
+        .sum();
+    assert!(stored > 0, "writes for the far side must leave hints");
+
+    c.faults.heal();
+    let healed = Instant::now();
+    eventually(LONG, "everyone alive again", || all_alive(&c)).await;
+    eventually(LONG, "hints handed off", || async {
+        c.nodes
+            .iter()
+            .all(|n| n.coordinator.hints().pending_total() == 0)
+    })
+    .await;
+    repair_all(&c).await;
+    eventually(
+        CONVERGENCE_BOUND,
+        "every replica to have equal Merkle roots",
+        || replicas_agree(&c),
+    )
+    .await;
+    let took = healed.elapsed();
+    assert!(took < CONVERGENCE_BOUND, "converged in {took:?}");
+    eprintln!("partition healed -> converged in {took:?}");
+
+    // Concurrent writes are siblings, on every replica alike.
+    for k in &keys {
+        let got = c
+            .kv(4)
+            .await
+            .get(pb::GetRequest {
+                key: k.clone().into_bytes().into(),
+                r: "all".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(values(&got), vec!["left", "right"], "{k}");
+    }
+    let delivered: u64 = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let m = n.metrics.encode();
+            m.lines()
+                .find_map(|l| l.strip_prefix("ringkv_hints_delivered_total "))
+                .map(|v| v.trim().parse::<u64>().unwrap())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(delivered > 0, "hints were delivered, per /metrics");
+    c.stop().await;
+}
+
+/// Size of what node `i` stores (engine key + encoded record per key).
+async fn stored_bytes(c: &Cluster, i: usize) -> u64 {
+    let mut total = 0;
+    let store = c.nodes[i].coordinator.store().clone();
+    tokio::task::spawn_blocking(move || {
+        store
+            .scan_tokens_blocking(0, u64::MAX, |k, v| {
+                total += (k.len() - 8 + v.len()) as u64;
+                true
+            })
+            .unwrap();
+        total
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
+    let mut c = Cluster::start(3, |cfg| cfg.sync = ringkv_node::config::SyncMode::Never).await;
+    let mut kv = c.kv(0).await;
+    let count = 1500;
+    for i in 0..count {
+        put(&mut kv, &format!("user:{i:05}"), &"x".repeat(100), "")
+            .await
+            .unwrap();
+    }
+    // With three nodes at N=3 node 2 holds everything.
+    eventually(LONG, "the third replica to have every write", || async {
+        c.nodes[2].coordinator.store().count().await.unwrap() == count
+    })
+    .await;
+    let missing = stored_bytes(&c, 2).await;
+    let tokens_before = c.nodes[2].membership.local().tokens;
+
+    c.restart(2, true).await;
+    assert_eq!(
+        c.nodes[2].membership.local().tokens,
+        tokens_before,
+        "a node whose disk was lost takes its tokens back from the ring"
+    );
+    eventually(LONG, "the automatic repair to finish", || async {
+        let r = c.nodes[2].status().repair.unwrap();
+        !r.running && r.last_completed_unix_ms > 0
+    })
+    .await;
+    assert_eq!(c.nodes[2].coordinator.store().count().await.unwrap(), count);
+    let r = c.nodes[2].status().repair.unwrap();
+    assert!(
+        r.bytes_streamed >= missing && r.bytes_streamed <= 2 * missing,
+        "streamed {} bytes to restore {missing} missing bytes",
+        r.bytes_streamed
+    );
+    assert!(r.ranges.iter().all(|x| x.last_completed_unix_ms > 0));
+    eprintln!(
+        "wiped node restored: {} keys, {} record bytes streamed for {missing} missing, {} digest bytes",
+        r.keys_streamed, r.bytes_streamed, r.digest_bytes
+    );
+    assert!(replicas_agree(&c).await);
+    // A second repair finds nothing to move.
+    let (mut admin, before) = (c.admin(2).await, r.repair_id);
+    let started = admin
+        .repair(pb::RepairRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(started.started && started.repair_id > before);
+    eventually(LONG, "the second repair", || async {
+        let r = c.nodes[2].status().repair.unwrap();
+        !r.running && r.repair_id == started.repair_id
+    })
+    .await;
+    assert_eq!(c.nodes[2].status().repair.unwrap().bytes_streamed, 0);
+    c.stop().await;
+}
+
+/// Every key's replicas (as node `observer` sees the ring) hold its latest value.
+async fn fully_replicated(
+    c: &Cluster,
+    observer: usize,
+    latest: &HashMap<String, String>,
+) -> Result<(), String> {
+    let topo = c.nodes[observer].coordinator.topology();
+    for (k, v) in latest {
+        let reps = topo.replicas(k.as_bytes(), 3);
+        if reps.len() != 3 {
+            return Err(format!("{k} has {} replicas", reps.len()));
+        }
+        for r in reps {
+            let i = c.index_of(&r.node_id);
+            let vals = c.local_values(i, k.as_bytes()).await;
+            if vals != vec![v.clone().into_bytes()] {
+                return Err(format!(
+                    "{k} on {}: {:?} (want {v})",
+                    r.node_id,
+                    vals.iter()
+                        .map(|x| String::from_utf8_lossy(x).to_string())
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
+    let mut c = Cluster::start(3, |cfg| cfg.sync = ringkv_node::config::SyncMode::Never).await;
+    let mut kv = c.kv(0).await;
+    let latest: Arc<parking_lot::Mutex<HashMap<String, String>>> = Arc::default();
+    for i in 0..600 {
+        let k = format!("k{i:04}");
+        put(&mut kv, &k, "v0", "").await.unwrap();
+        latest.lock().insert(k, "v0".into());
+    }
+
+    // A writer keeps updating keys (read context, write) through it all.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, latest) = (stop.clone(), latest.clone());
+        let addr = c.nodes[1].addrs.grpc;
+        tokio::spawn(async move {
+            let mut kv = pb::key_value_client::KeyValueClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            let mut round = 1u64;
+            let mut errors = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for i in (0..600).step_by(7) {
+                    let k = format!("k{i:04}");
+                    let v = format!("v{round}");
+                    let ctx = get(&mut kv, &k).await.context;
+                    match put(&mut kv, &k, &v, &ctx).await {
+                        Ok(_) => {
+                            latest.lock().insert(k, v);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                round += 1;
+            }
+            errors
+        })
+    };
+
+    let j = c
+        .add_node(|cfg| cfg.sync = ringkv_node::config::SyncMode::Never)
+        .await;
+    eventually(LONG, "the new node to finish joining", || async {
+        c.nodes[j].status().state == pb::NodeState::Normal as i32
+    })
+    .await;
+    let js = c.nodes[j].status().join.unwrap();
+    assert!(
+        js.ranges_done == js.ranges_total && js.keys_streamed > 0,
+        "{js:?}"
+    );
+    c.wait_converged().await;
+
+    // Decommission node 2 while writes go on.
+    let mut admin = c.admin(2).await;
+    let first = admin
+        .decommission(pb::DecommissionRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.status.unwrap().phase,
+        pb::decommission_status::Phase::Streaming as i32
+    );
+    eventually(LONG, "the decommission to finish", || async {
+        let s = c.nodes[2].status();
+        s.state == pb::NodeState::Left as i32
+            && s.decommission.unwrap().phase == pb::decommission_status::Phase::Done as i32
+    })
+    .await;
+    // Idempotent: asking again reports the final progress.
+    let again = admin
+        .decommission(pb::DecommissionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(again.phase, pb::decommission_status::Phase::Done as i32);
+    assert!(again.ranges_done == again.ranges_total && again.keys_streamed > 0);
+    // A LEFT node refuses clients.
+    let e = put(&mut c.kv(2).await, "k0000", "late", "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+
+    stop.store(true, Ordering::Relaxed);
+    let errors = writer.await.unwrap();
+    assert_eq!(errors, 0, "writes failed during join/decommission");
+    eventually(LONG, "everyone to see node-2 LEFT", || async {
+        [0, 1, 3].iter().all(|&i| {
+            c.nodes[i]
+                .membership
+                .view()
+                .get("node-2")
+                .is_some_and(|m| m.state == ringkv_node::membership::NodeState::Left)
+        })
+    })
+    .await;
+    // Every key readable with its latest value, and (no repair has run)
+    // stored on all three of its replicas.
+    let latest = latest.lock().clone();
+    let mut kv3 = c.kv(3).await;
+    for (k, v) in &latest {
+        assert_eq!(values(&get(&mut kv3, k).await), vec![v.clone()], "{k}");
+    }
+    let mut last = String::new();
+    let ok = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match fully_replicated(&c, 0, &latest).await {
+                Ok(()) => break true,
+                Err(e) => last = e,
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(ok, "a range is below N replicas: {last}");
+    let total: u64 = c.nodes[2].status().decommission.unwrap().bytes_streamed;
+    assert!(total > 0);
+    let _ = pb::Record::default().encoded_len();
+    c.stop().await;
+}
