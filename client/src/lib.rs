@@ -17,11 +17,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::key_value_client::KeyValueClient;
 use tonic::transport::{Channel, Endpoint};
 
+/// The generated protobuf types (Admin status messages and their enums).
+pub use ringkv_proto::v1 as pb;
 pub use ringkv_proto::v1::StatusResponse;
 
 #[derive(Debug, thiserror::Error)]
@@ -303,5 +304,22 @@ impl Admin {
     pub async fn drain(&mut self) -> Result<(), ClientError> {
         self.admin.drain(pb::DrainRequest {}).await?;
         Ok(())
+    }
+
+    /// Starts (or resumes, or reports) decommissioning the node.
+    pub async fn decommission(&mut self) -> Result<pb::DecommissionStatus, ClientError> {
+        Ok(self
+            .admin
+            .decommission(pb::DecommissionRequest {})
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default())
+    }
+
+    /// Starts a Merkle anti-entropy repair; returns (started, repair id).
+    pub async fn repair(&mut self) -> Result<(bool, u64), ClientError> {
+        let r = self.admin.repair(pb::RepairRequest {}).await?.into_inner();
+        Ok((r.started, r.repair_id))
     }
 }

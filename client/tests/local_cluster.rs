@@ -195,6 +195,34 @@ fn local_cluster_serves_the_cli_and_stops_cleanly_keeping_data() {
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 3);
     assert!(eps[0].http.starts_with("http://127.0.0.1:"));
+
+    // Add a node to the running cluster: it joins, streams, turns NORMAL.
+    let data = dir.path().to_str().unwrap();
+    let (ok, out, err) = cli(&["local", "add", "--data", data]);
+    assert!(ok, "local add failed: {out} {err}");
+    assert!(out.contains("ok added node-3"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, out, _) = cli(&["--admin", &eps[0].admin, "status"]);
+        if out.matches("NORMAL").count() >= 5 && !out.contains(" no ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-3 never became NORMAL: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (ok, out, _) = cli(&["--addr", &eps[1].grpc, "get", "greeting", "--r", "all"]);
+    assert!(ok && out == "hello again\n", "{out}");
+    // And remove it again: decommissioned (LEFT), then stopped.
+    let (ok, out, err) = cli(&["local", "remove", "node-3", "--data", data]);
+    assert!(ok, "local remove failed: {out} {err}");
+    assert!(out.contains("ok node-3 decommissioned"), "{out}");
+    let (_, out, _) = cli(&["--admin", &eps[0].admin, "status"]);
+    assert!(out.contains("LEFT"), "{out}");
+    let (ok, out, _) = cli(&["--addr", &eps[2].grpc, "get", "greeting", "--r", "all"]);
+    assert!(ok && out == "hello again\n", "{out}");
     stop(local);
 
     // Data is kept for the next start.

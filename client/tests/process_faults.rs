@@ -106,7 +106,17 @@ async fn wait_alive(admin: &str, alive: usize) {
     loop {
         if let Ok(mut a) = Admin::connect(admin).await
             && let Ok(s) = a.status().await
-            && s.members.iter().filter(|m| m.alive && m.tokens > 0).count() == alive
+            && s.members
+                .iter()
+                .filter(|m| {
+                    // A node started into a running ring is JOINING until it
+                    // has streamed its ranges in.
+                    m.alive
+                        && m.tokens > 0
+                        && m.state == ringkv_client::pb::NodeState::Normal as i32
+                })
+                .count()
+                == alive
         {
             return;
         }

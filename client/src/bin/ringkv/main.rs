@@ -79,6 +79,19 @@ enum Cmd {
     },
     /// Stop a node accepting client requests (Kubernetes preStop).
     Drain,
+    /// Decommission a node: stream its ranges to their new owners, then LEFT.
+    /// Idempotent and resumable; refuses when fewer than N nodes would remain.
+    Decommission {
+        /// Wait until it has LEFT, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run Merkle anti-entropy on a node now (every range it replicates).
+    Repair {
+        /// Wait until the repair finishes, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Run a local cluster of real node processes on loopback.
     Local(local::LocalArgs),
     /// Drive a running cluster with load and print throughput and latency.
@@ -204,6 +217,52 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             println!("drained");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Decommission { wait } => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            let d = a.decommission().await?;
+            println!("{}", decommission_line(&d));
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            use ringkv_client::pb::decommission_status::Phase;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let d = a.status().await?.decommission.unwrap_or_default();
+                println!("{}", decommission_line(&d));
+                match Phase::try_from(d.phase) {
+                    Ok(Phase::Done) => return Ok(ExitCode::SUCCESS),
+                    Ok(Phase::Failed) => return Ok(ExitCode::FAILURE),
+                    _ => {}
+                }
+            }
+        }
+        Cmd::Repair { wait } => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            let (started, id) = a.repair().await?;
+            println!(
+                "repair {id} {}",
+                if started {
+                    "started"
+                } else {
+                    "already running"
+                }
+            );
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let r = a.status().await?.repair.unwrap_or_default();
+                println!("{}", repair_line(&r));
+                if !r.running {
+                    return Ok(if r.last_error.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
+            }
+        }
         Cmd::Local(args) => local::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
@@ -218,6 +277,62 @@ fn state_name(s: i32) -> &'static str {
         Ok(ringkv_proto::v1::NodeState::Left) => "LEFT",
         _ => "UNKNOWN",
     }
+}
+
+fn decommission_line(d: &ringkv_client::pb::DecommissionStatus) -> String {
+    use ringkv_client::pb::decommission_status::Phase;
+    let phase = match Phase::try_from(d.phase) {
+        Ok(Phase::NotStarted) => "not started",
+        Ok(Phase::Streaming) => "streaming",
+        Ok(Phase::Done) => "done (LEFT)",
+        Ok(Phase::Failed) => "FAILED",
+        _ => "unknown",
+    };
+    let mut s = format!(
+        "decommission: {phase}, ranges {}/{}, {} keys / {} bytes streamed",
+        d.ranges_done, d.ranges_total, d.keys_streamed, d.bytes_streamed
+    );
+    if !d.error.is_empty() {
+        s.push_str(&format!(
+            " — {} (run decommission again to resume)",
+            d.error
+        ));
+    }
+    s
+}
+
+fn ago(unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "never".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    format!("{}s ago", now.saturating_sub(unix_ms) / 1000)
+}
+
+fn repair_line(r: &ringkv_client::pb::RepairStatus) -> String {
+    let fresh = r
+        .ranges
+        .iter()
+        .filter(|x| x.last_completed_unix_ms > 0)
+        .count();
+    let mut s = format!(
+        "repair: {}, ranges {}/{}, {} keys / {} bytes streamed, {} digest bytes; last complete repair {}; {fresh}/{} ranges ever repaired",
+        if r.running { "RUNNING" } else { "idle" },
+        r.ranges_done,
+        r.ranges_total,
+        r.keys_streamed,
+        r.bytes_streamed,
+        r.digest_bytes,
+        ago(r.last_completed_unix_ms),
+        r.ranges.len()
+    );
+    if !r.last_error.is_empty() {
+        s.push_str(&format!(" — last error: {}", r.last_error));
+    }
+    s
 }
 
 fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
@@ -240,6 +355,17 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
                 "node_id": s.node_id, "zone": s.zone, "state": state_name(s.state), "version": s.version,
                 "replication": {"n": repl.n, "w": repl.w, "r": repl.r}, "conflict_mode": s.conflict_mode,
                 "draining": s.draining, "uptime_ms": s.uptime_ms, "members": members,
+                "pending_hints": s.pending_hints, "pending_hints_by_node": s.pending_hints_by_node,
+                "repair": s.repair.as_ref().map(|r| serde_json::json!({
+                    "running": r.running, "repair_id": r.repair_id, "ranges_total": r.ranges_total,
+                    "ranges_done": r.ranges_done, "keys_streamed": r.keys_streamed,
+                    "bytes_streamed": r.bytes_streamed, "digest_bytes": r.digest_bytes,
+                    "last_completed_unix_ms": r.last_completed_unix_ms, "last_error": r.last_error,
+                })),
+                "decommission": s.decommission.as_ref().map(|d| serde_json::json!({
+                    "phase": d.phase, "ranges_total": d.ranges_total, "ranges_done": d.ranges_done,
+                    "keys_streamed": d.keys_streamed, "bytes_streamed": d.bytes_streamed, "error": d.error,
+                })),
             })
         );
         return;
@@ -272,5 +398,33 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
             m.client_grpc_addr,
             m.http_addr
         );
+    }
+    let hints: Vec<String> = s
+        .pending_hints_by_node
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    println!(
+        "hints held: {}{}",
+        s.pending_hints,
+        if hints.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", hints.join(", "))
+        }
+    );
+    if let Some(r) = &s.repair {
+        println!("{}", repair_line(r));
+    }
+    if let Some(j) = &s.join {
+        println!(
+            "join: ranges {}/{}, {} keys / {} bytes streamed in",
+            j.ranges_done, j.ranges_total, j.keys_streamed, j.bytes_streamed
+        );
+    }
+    if let Some(d) = &s.decommission
+        && d.phase != ringkv_client::pb::decommission_status::Phase::NotStarted as i32
+    {
+        println!("{}", decommission_line(d));
     }
 }
