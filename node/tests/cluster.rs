@@ -315,6 +315,19 @@ async fn quorum_failures_say_how_many_replied() {
     let reps = c.replicas(key.as_bytes());
     let coord = c.index_of(&reps[0]);
     c.faults.isolate(&reps[0], &[&reps[1], &reps[2]]);
+    // Once gossip says both are down (no substitute exists in three nodes),
+    // W=2 must still fail rather than quietly shrink to what is reachable.
+    eventually(
+        LONG,
+        "the coordinator to see both other replicas down",
+        || async {
+            let v = c.nodes[coord].membership.view();
+            [&reps[1], &reps[2]]
+                .iter()
+                .all(|r| v.get(r).is_some_and(|m| !m.alive))
+        },
+    )
+    .await;
     let mut kv = c.kv(coord).await;
     let err = put(&mut kv, key, "v", "").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
@@ -359,6 +372,15 @@ async fn quorum_failures_say_how_many_replied() {
     // A delayed replica does not hold the quorum up: W=2 is met by the
     // coordinator and the third replica long before the 6s timeout.
     c.faults.heal();
+    eventually(LONG, "the coordinator to see the others again", || async {
+        c.nodes[coord]
+            .membership
+            .view()
+            .members
+            .iter()
+            .all(|m| m.alive)
+    })
+    .await;
     c.faults
         .set(&reps[0], &reps[1], Fault::Delay(Duration::from_secs(60)));
     let t = std::time::Instant::now();

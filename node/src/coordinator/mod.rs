@@ -563,12 +563,16 @@ impl Coordinator {
                 None => local_hints.push(r.node_id.clone()),
             }
         }
+        // W never shrinks for missing replicas; it grows by the pending
+        // replicas that can take the write.
+        let mut pending_sent = 0u32;
         for p in &plan.pending {
             if p.node_id == self.me {
                 continue;
             }
             if p.alive {
                 sends.push((p.clone(), None));
+                pending_sent += 1;
             } else {
                 local_hints.push(p.node_id.clone());
             }
@@ -576,7 +580,7 @@ impl Coordinator {
         for target in &local_hints {
             self.store_hint(target, &req.key, &record).await;
         }
-        let required = (required + plan.pending.len() as u32).min(1 + sends.len() as u32);
+        let required = required + pending_sent;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
         for (m, hint_for) in sends {
             let this = self.clone();
