@@ -402,7 +402,7 @@ impl ProcessCluster {
         a.decommission(DecommissionRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|e| format!("{}: {}", e.code(), e.message()))
+            .map_err(|e| format!("{:?}: {}", e.code(), e.message()))
     }
 
     /// Poll node `i`'s status until `pred` holds (at most `secs`).
