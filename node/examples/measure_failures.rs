@@ -69,13 +69,24 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn record(i: u64, version: &str) -> Record {
-    let v = Value {
+fn value(i: u64, version: &str) -> Value {
+    Value {
         data: Some(Bytes::from(format!("{version}-{i:0>96}"))),
         expires_at_ms: 0,
         written_at_ms: 1,
+    }
+}
+
+fn record(i: u64, version: &str) -> Record {
+    Record::Causal(DvvSet::default().event(version, value(i, version)))
+}
+
+/// A write that read `record(i, "a")` and replaced it.
+fn overwrite(i: u64) -> Record {
+    let Record::Causal(a) = record(i, "a") else {
+        unreachable!()
     };
-    Record::Causal(DvvSet::default().event(version, v))
+    Record::Causal(DvvSet::update(&a, &a.join(), "b", value(i, "b")))
 }
 
 /// Failure detection at default settings (1 s gossip, phi 8): time from a
@@ -198,7 +209,7 @@ async fn antientropy(keys: u64, percent: f64) {
     let mut newer_bytes = 0u64;
     for k in (0..keys).step_by(step as usize).take(stale as usize) {
         let key = Bytes::from(format!("key-{k:010}"));
-        let rec = record(k, "b");
+        let rec = overwrite(k);
         newer_bytes += key.len() as u64 + rec.encode().len() as u64;
         newer.push((key, rec));
     }

@@ -503,7 +503,11 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
     let ring = Ring::new(
         view.members
             .iter()
-            .filter(|m| m.node_id != config.node_id && m.state.in_ring() && !m.tokens.is_empty())
+            // Joining nodes count too, so nodes joining at once avoid
+            // each other's tokens (as far as gossip has told them).
+            .filter(|m| {
+                m.node_id != config.node_id && m.state != NodeState::Left && !m.tokens.is_empty()
+            })
             .map(|m| RingNode {
                 id: m.node_id.clone(),
                 zone: m.zone.clone(),

@@ -245,11 +245,7 @@ impl Repairer {
         for (k, h) in &theirs {
             match ours.get(k) {
                 Some(mine) if mine == h => {}
-                Some(_) => {
-                    pull.push(k.clone());
-                    push.push(k.clone());
-                }
-                None => pull.push(k.clone()),
+                _ => pull.push(k.clone()),
             }
         }
         for k in ours.keys() {
@@ -258,12 +254,36 @@ impl Repairer {
             }
         }
         if !pull.is_empty() {
-            st.add(self.pull(peer, sub, pull).await?);
+            st.add(self.pull(peer, sub, pull.clone()).await?);
+            // After the merge, send back only what the peer's copy lacks:
+            // usually its version superseded ours and nothing goes back.
+            let merged = self.hashes_of(pull).await?;
+            push.extend(
+                merged
+                    .into_iter()
+                    .filter(|(k, h)| theirs.get(k) != Some(h))
+                    .map(|(k, _)| k),
+            );
         }
         if !push.is_empty() {
             st.add(self.push(peer, sub, Some(push)).await?);
         }
         Ok(st)
+    }
+
+    /// Item hashes of these keys here (absent keys are left out).
+    async fn hashes_of(&self, keys: Vec<Bytes>) -> Result<Vec<(Bytes, u64)>, RepairError> {
+        self.blocking(move |s| {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let ek = crate::storage::engine_key(&k);
+                if let Some(v) = s.read_engine_key_blocking(&ek)? {
+                    out.push((k, item_hash(&ek, &v)));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// (user key, item hash) of every key of `sub` here.
