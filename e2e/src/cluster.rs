@@ -435,11 +435,17 @@ impl ProcessCluster {
         }
     }
 
-    /// Wait until every running node sees `n` members alive.
+    /// Wait until every running node sees `n` members alive and NORMAL
+    /// (joins streamed, ready to serve reads).
     pub async fn wait_all_alive(&self, n: usize) -> Result<(), String> {
+        let normal = ringkv_proto::v1::NodeState::Normal as i32;
         for i in self.running() {
-            self.wait_status(i, 90, &format!("{n} live members"), |s| {
-                s.members.iter().filter(|m| m.alive && m.tokens > 0).count() == n
+            self.wait_status(i, 120, &format!("{n} live NORMAL members"), |s| {
+                s.members
+                    .iter()
+                    .filter(|m| m.alive && m.tokens > 0 && m.state == normal)
+                    .count()
+                    == n
             })
             .await?;
         }

@@ -53,9 +53,9 @@ impl Network {
         if unsafe { libc::geteuid() } != 0 {
             return Err("network namespaces need root".into());
         }
-        for tool in ["ip", "iptables"] {
+        for (tool, flag) in [("ip", "-V"), ("iptables", "--version")] {
             let found = Command::new(tool)
-                .arg("--version")
+                .arg(flag)
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !found {
