@@ -23,7 +23,11 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_keeps_both_sides_writable_and_heals_into_siblings() {
     let why = Network::available().err();
-    skip_if!(why.is_some(), "real network partitions unavailable: {}", why.unwrap_or_default());
+    skip_if!(
+        why.is_some(),
+        "real network partitions unavailable: {}",
+        why.unwrap_or_default()
+    );
     let c = ProcessCluster::start(
         BIN,
         Options {
@@ -43,7 +47,9 @@ async fn partition_keeps_both_sides_writable_and_heals_into_siblings() {
     let mut right = c.client(3).await.unwrap();
     let mut contexts = Vec::new();
     for k in 0..KEYS {
-        left.put_with(key(k), "base", PutOptions::default().w("all")).await.unwrap();
+        left.put_with(key(k), "base", PutOptions::default().w("all"))
+            .await
+            .unwrap();
         contexts.push(left.get_with(key(k), "all").await.unwrap().context);
     }
 
@@ -52,7 +58,10 @@ async fn partition_keeps_both_sides_writable_and_heals_into_siblings() {
     for (observer, gone) in [(0usize, [2usize, 3, 4].as_slice()), (3, [0, 1].as_slice())] {
         let ids: Vec<String> = gone.iter().map(|&g| c.node_id(g).to_string()).collect();
         c.wait_status(observer, 60, "the other side to be seen down", |s| {
-            s.members.iter().filter(|m| ids.contains(&m.node_id)).all(|m| !m.alive)
+            s.members
+                .iter()
+                .filter(|m| ids.contains(&m.node_id))
+                .all(|m| !m.alive)
         })
         .await
         .unwrap();
@@ -83,7 +92,10 @@ async fn partition_keeps_both_sides_writable_and_heals_into_siblings() {
     // Every node that holds a key holds both sides' values, and at least N
     // nodes hold it; all such records are equal.
     let want = |k: usize| {
-        let mut v = vec![format!("left-{k}").into_bytes(), format!("right-{k}").into_bytes()];
+        let mut v = vec![
+            format!("left-{k}").into_bytes(),
+            format!("right-{k}").into_bytes(),
+        ];
         v.sort();
         v
     };
@@ -119,12 +131,22 @@ async fn partition_keeps_both_sides_writable_and_heals_into_siblings() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    println!("all replicas converged {:?} after the heal", healed.elapsed());
+    println!(
+        "all replicas converged {:?} after the heal",
+        healed.elapsed()
+    );
 
     // Clients see the conflict, and resolving it collapses it.
     let g = left.get_with(key(0), "all").await.unwrap();
-    assert_eq!(g.siblings.len(), 2, "expected siblings, got {:?}", g.siblings);
-    left.put_with(key(0), "resolved", PutOptions::after(&g)).await.unwrap();
+    assert_eq!(
+        g.siblings.len(),
+        2,
+        "expected siblings, got {:?}",
+        g.siblings
+    );
+    left.put_with(key(0), "resolved", PutOptions::after(&g))
+        .await
+        .unwrap();
     let g = right.get_with(key(0), "all").await.unwrap();
     assert_eq!(g.value().map(|v| v.to_vec()), Some(b"resolved".to_vec()));
 }
