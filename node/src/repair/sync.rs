@@ -20,6 +20,8 @@ use super::{RepairError, Repairer};
 use crate::membership::Member;
 use crate::version::Record;
 
+/// Differing leaves of one range synced at once.
+const PARALLEL_LEAVES: usize = 8;
 /// Bytes per streamed batch.
 const BATCH_BYTES: usize = 1 << 20;
 /// Built trees are kept this long for the initiator's walk.
@@ -202,17 +204,25 @@ impl Repairer {
             diff = next;
         }
         let leaves = local.leaves().len();
-        for (leaf, theirs) in diff {
-            let sub = range.slice(leaf as usize, leaves);
-            let ours = local.leaves()[leaf as usize];
-            let moved = if ours == 0 {
-                self.pull(peer, sub, Vec::new()).await?
-            } else if theirs == 0 {
-                self.push(peer, sub, None).await?
-            } else {
-                self.diff_leaf(peer, sub).await?
-            };
-            st.add(moved);
+        let local = &local;
+        // Leaves are independent: overlap their round trips.
+        let moved: Vec<Result<SyncStats, RepairError>> = futures::stream::iter(diff)
+            .map(|(leaf, theirs)| async move {
+                let sub = range.slice(leaf as usize, leaves);
+                let ours = local.leaves()[leaf as usize];
+                if ours == 0 {
+                    self.pull(peer, sub, Vec::new()).await
+                } else if theirs == 0 {
+                    self.push(peer, sub, None).await
+                } else {
+                    self.diff_leaf(peer, sub).await
+                }
+            })
+            .buffer_unordered(PARALLEL_LEAVES)
+            .collect()
+            .await;
+        for m in moved {
+            st.add(m?);
         }
         Ok(st)
     }
