@@ -89,7 +89,6 @@ mod peers {
         pub fn open(dir: &Path, sync: bool) -> Self {
             let db = fjall::Database::builder(dir)
                 .cache_size(CACHE_BYTES as u64)
-                .max_write_buffer_size(Some(3 * MEMTABLE_BYTES as u64))
                 .open()
                 .expect("open fjall");
             let ks = db

@@ -27,7 +27,8 @@ pub fn sstable(bytes: &[u8]) -> crate::Result<usize> {
             it.next()?;
         }
         for k in &keys {
-            table.get(&cache, k, bloom::hash(k))?;
+            table.get(&cache, k, bloom::hash(k), false)?;
+            table.get(&cache, k, bloom::hash(k), true)?;
         }
         it.seek(b"m")?;
         Ok(keys.len())

@@ -125,7 +125,7 @@ impl Version {
     pub(crate) fn get(&self, cache: &BlockCache, key: &[u8], hash: u64) -> Result<Option<Vec<u8>>> {
         for f in &self.levels[0] {
             if f.contains(key)
-                && let Some(e) = f.table.get(cache, key, hash)?
+                && let Some(e) = f.table.get(cache, key, hash, true)?
             {
                 return Ok(Some(e));
             }
@@ -134,7 +134,7 @@ impl Version {
             let i = level.partition_point(|f| f.meta.largest.as_slice() < key);
             if let Some(f) = level.get(i)
                 && f.meta.smallest.as_slice() <= key
-                && let Some(e) = f.table.get(cache, key, hash)?
+                && let Some(e) = f.table.get(cache, key, hash, false)?
             {
                 return Ok(Some(e));
             }

@@ -193,6 +193,7 @@ pub(crate) struct Table {
     file: File,
     filter: Handle,
     index: Handle,
+    pinned: std::sync::OnceLock<Bloom>,
 }
 
 impl Table {
@@ -245,6 +246,7 @@ impl Table {
             file,
             filter,
             index,
+            pinned: std::sync::OnceLock::new(),
         })
     }
 
@@ -308,6 +310,19 @@ impl Table {
         }
     }
 
+    /// The filter, read once and kept in the table handle itself (used for
+    /// level-0 tables: few, each one memtable's worth of keys, and probed on
+    /// every read — so bounded, and worth not paying a cache lookup).
+    fn pinned_bloom(&self) -> Result<&Bloom> {
+        if let Some(b) = self.pinned.get() {
+            return Ok(b);
+        }
+        let raw = self.read_block(self.filter)?;
+        let b = Bloom::decode(raw)
+            .ok_or_else(|| self.corrupt(self.filter.offset, "malformed filter block"))?;
+        Ok(self.pinned.get_or_init(|| b))
+    }
+
     fn bloom(&self, cache: &BlockCache) -> Result<Arc<Bloom>> {
         let h = self.filter;
         let c = cache.get_or_load((self.number, h.offset), true, || {
@@ -342,8 +357,21 @@ impl Table {
 
     /// The stored entry for `key`, if this table has one. `hash` is
     /// `bloom::hash(key)`, computed once per lookup by the caller.
-    pub(crate) fn get(&self, cache: &BlockCache, key: &[u8], hash: u64) -> Result<Option<Vec<u8>>> {
-        if !self.bloom(cache)?.may_contain(hash) {
+    /// `pin_filter`: keep this table's filter in the handle instead of the
+    /// cache (see `pinned_bloom`).
+    pub(crate) fn get(
+        &self,
+        cache: &BlockCache,
+        key: &[u8],
+        hash: u64,
+        pin_filter: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let may = if pin_filter {
+            self.pinned_bloom()?.may_contain(hash)
+        } else {
+            self.bloom(cache)?.may_contain(hash)
+        };
+        if !may {
             return Ok(None);
         }
         let index = self.block(cache, self.index, true)?;
@@ -527,7 +555,7 @@ mod tests {
             for i in (0..2000).step_by(7) {
                 let k = format!("key{i:06}");
                 let v = t
-                    .get(&cache, k.as_bytes(), bloom::hash(k.as_bytes()))
+                    .get(&cache, k.as_bytes(), bloom::hash(k.as_bytes()), i % 2 == 0)
                     .unwrap();
                 assert_eq!(
                     v.unwrap(),
@@ -535,7 +563,7 @@ mod tests {
                 );
             }
             let k = b"key0000005";
-            assert_eq!(t.get(&cache, k, bloom::hash(k)).unwrap(), None);
+            assert_eq!(t.get(&cache, k, bloom::hash(k), false).unwrap(), None);
             let mut it = TableIter::new(&t, cache.clone(), true);
             it.seek(b"key001500x").unwrap();
             assert_eq!(it.key(), b"key001501");
@@ -570,7 +598,7 @@ mod tests {
             // Every read either returns the right value or reports corruption
             // naming the file: never wrong data, never a silent miss.
             for (i, k) in cache_keys.iter().enumerate() {
-                match t.get(&cache, k.as_bytes(), bloom::hash(k.as_bytes())) {
+                match t.get(&cache, k.as_bytes(), bloom::hash(k.as_bytes()), i % 2 == 0) {
                     Ok(Some(v)) => {
                         assert_eq!(v, format!("value-{i}-{}", "x".repeat(i % 50)).as_bytes())
                     }
