@@ -34,6 +34,14 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// A batch with room for about `bytes` of keys and values.
+    pub fn with_capacity(bytes: usize) -> Self {
+        WriteBatch {
+            rep: Vec::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
         self.put_expiring(key, value, 0)
     }
@@ -158,6 +166,35 @@ pub(crate) fn plausible_successor(candidate: &[u8], last_good: Option<&[u8]>) ->
     }
 }
 
+/// Decode one operation from the front of `b`.
+fn decode_one<'a>(b: &mut &'a [u8]) -> Option<Op<'a>> {
+    Some(match get_u8(b)? {
+        TAG_PUT => Op::Put {
+            key: get_bytes(b)?,
+            value: get_bytes(b)?,
+            expires_at: 0,
+        },
+        TAG_PUT_EXPIRING => {
+            let key = get_bytes(b)?;
+            let value = get_bytes(b)?;
+            Op::Put {
+                key,
+                value,
+                expires_at: get_u64(b)?,
+            }
+        }
+        TAG_DELETE => Op::Delete { key: get_bytes(b)? },
+        _ => return None,
+    })
+}
+
+/// The operations of a batch built by `WriteBatch`, one at a time (the
+/// commit path: no allocation per batch).
+pub(crate) fn ops(batch: &WriteBatch) -> impl Iterator<Item = Op<'_>> {
+    let mut rest = batch.rep.as_slice();
+    std::iter::from_fn(move || decode_one(&mut rest))
+}
+
 /// Decode `count` operations that must exactly fill `b`.
 pub(crate) fn decode_ops(mut b: &[u8], count: u32) -> Option<Vec<Op<'_>>> {
     // Each op takes at least 2 bytes: refuse counts the bytes cannot hold
@@ -167,27 +204,7 @@ pub(crate) fn decode_ops(mut b: &[u8], count: u32) -> Option<Vec<Op<'_>>> {
     }
     let mut ops = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let op = match get_u8(&mut b)? {
-            TAG_PUT => Op::Put {
-                key: get_bytes(&mut b)?,
-                value: get_bytes(&mut b)?,
-                expires_at: 0,
-            },
-            TAG_PUT_EXPIRING => {
-                let key = get_bytes(&mut b)?;
-                let value = get_bytes(&mut b)?;
-                Op::Put {
-                    key,
-                    value,
-                    expires_at: get_u64(&mut b)?,
-                }
-            }
-            TAG_DELETE => Op::Delete {
-                key: get_bytes(&mut b)?,
-            },
-            _ => return None,
-        };
-        ops.push(op);
+        ops.push(decode_one(&mut b)?);
     }
     b.is_empty().then_some(ops)
 }

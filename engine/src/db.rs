@@ -27,8 +27,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::batch::{
-    MAX_KEY_BYTES, Op, WriteBatch, decode_group, decode_ops, encode_group_header,
-    plausible_successor,
+    MAX_KEY_BYTES, Op, WriteBatch, decode_group, encode_group_header, plausible_successor,
 };
 use crate::cache::BlockCache;
 use crate::compaction::{self, Compaction};
@@ -241,14 +240,13 @@ fn insert_ops<'a>(
                 key,
                 value,
                 expires_at,
-            } => (key, s, Entry::Put { value, expires_at }.encode()),
+            } => (key, s, Entry::Put { value, expires_at }),
             Op::Delete { key } => (
                 key,
                 s,
                 Entry::Delete {
                     deleted_at: write_time,
-                }
-                .encode(),
+                },
             ),
         }
     }));
@@ -517,21 +515,21 @@ impl Db {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(key.len() + value.len() + 12);
         b.put(key, value);
         self.write(b)
     }
 
     /// Like `put`, invisible from `expires_at_unix_ms` on (0 = never).
     pub fn put_expiring(&self, key: &[u8], value: &[u8], expires_at_unix_ms: u64) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(key.len() + value.len() + 20);
         b.put_expiring(key, value, expires_at_unix_ms);
         self.write(b)
     }
 
     /// Write a tombstone for `key`.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(key.len() + 6);
         b.delete(key);
         self.write(b)
     }
@@ -940,34 +938,36 @@ impl Inner {
         let size: usize = batches.clone().map(|b| b.rep.len()).sum();
         let first = self.last_seq.load(Ordering::Relaxed) + 1;
         let now = self.opts.clock.now_unix_ms();
-        let mut rec = Vec::with_capacity(20 + size);
-        encode_group_header(&mut rec, first, now, count);
-        for b in batches.clone() {
-            rec.extend_from_slice(&b.rep);
-        }
-        {
+        let written = {
             let mut wal = self.wal.lock();
-            let written = wal.append(&rec).and_then(|()| match self.opts.sync {
-                SyncPolicy::Always => wal.sync(),
-                _ => Ok(()),
+            let appended = wal.append_with(|rec| {
+                encode_group_header(rec, first, now, count);
+                for b in batches.clone() {
+                    rec.extend_from_slice(&b.rep);
+                }
             });
-            if let Err(e) = written {
+            appended.and_then(|n| match self.opts.sync {
+                SyncPolicy::Always => wal.sync().map(|()| n),
+                _ => Ok(n),
+            })
+        };
+        let written = match written {
+            Ok(n) => n,
+            // Refused before anything was written (a batch over the record limit).
+            Err(e @ Error::InvalidArgument(_)) => return Err(e),
+            Err(e) => {
                 // The log may now end in a partial record: accept no more writes.
                 let mut st = self.state.lock();
                 self.set_bg_error(&mut st, e.duplicate());
                 return Err(e);
             }
-        }
-        let ops = batches.flat_map(|b| decode_ops(&b.rep, b.count).unwrap_or_default());
-        insert_ops(&mem, first, now, ops);
+        };
+        insert_ops(&mem, first, now, batches.flat_map(crate::batch::ops));
         let last = first + u64::from(count) - 1;
         self.last_seq.store(last, Ordering::Relaxed);
         self.visible_seq.store(last, Ordering::Release);
         add(&self.stats.user_bytes, size as u64);
-        add(
-            &self.stats.wal_bytes,
-            rec.len() as u64 + crate::record::HEADER_LEN as u64,
-        );
+        add(&self.stats.wal_bytes, written as u64);
         Ok(())
     }
 

@@ -67,6 +67,7 @@ impl<'a> Entry<'a> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut v);

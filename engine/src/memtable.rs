@@ -10,11 +10,13 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::RwLock;
+
+use crate::entry::Entry;
 
 const TRAILER: usize = 8;
 /// Rough per-version bookkeeping cost (tree node share, two boxes).
@@ -34,6 +36,14 @@ impl IKey {
     fn user(&self) -> &[u8] {
         &self.0[..self.0.len() - TRAILER]
     }
+    /// `u64::MAX - seq`: ascending trailer order is descending sequence.
+    fn trailer(&self) -> u64 {
+        let t: [u8; 8] = self.0[self.0.len() - TRAILER..]
+            .try_into()
+            .unwrap_or([0; 8]);
+        u64::from_be_bytes(t)
+    }
+
     fn seq(&self) -> u64 {
         let t: [u8; 8] = self.0[self.0.len() - TRAILER..]
             .try_into()
@@ -44,9 +54,16 @@ impl IKey {
 
 impl Ord for IKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.user()
-            .cmp(other.user())
-            .then_with(|| self.0[self.0.len() - TRAILER..].cmp(&other.0[other.0.len() - TRAILER..]))
+        let (a, b) = (self.user(), other.user());
+        // Fast path: most keys differ in their first 8 bytes, and one integer
+        // comparison is much cheaper than a memcmp call.
+        if let (Some(pa), Some(pb)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+            let (x, y) = (u64::from_be_bytes(*pa), u64::from_be_bytes(*pb));
+            if x != y {
+                return x.cmp(&y);
+            }
+        }
+        a.cmp(b).then_with(|| self.trailer().cmp(&other.trailer()))
     }
 }
 
@@ -56,18 +73,32 @@ impl PartialOrd for IKey {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct MemKey(Box<[u8]>);
+/// One version in one allocation: `user_key ++ trailer ++ encoded entry`.
+/// Ordered (and compared) by the internal-key part only.
+#[derive(Debug)]
+struct MemKey {
+    buf: Box<[u8]>,
+    klen: u32,
+}
+
+impl MemKey {
+    fn ikey(&self) -> &IKey {
+        IKey::new(&self.buf[..self.klen as usize])
+    }
+    fn entry(&self) -> &[u8] {
+        &self.buf[self.klen as usize..]
+    }
+}
 
 impl Borrow<IKey> for MemKey {
     fn borrow(&self) -> &IKey {
-        IKey::new(&self.0)
+        self.ikey()
     }
 }
 
 impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        IKey::new(&self.0).cmp(IKey::new(&other.0))
+        self.ikey().cmp(other.ikey())
     }
 }
 
@@ -77,6 +108,14 @@ impl PartialOrd for MemKey {
     }
 }
 
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for MemKey {}
+
 fn internal_key(buf: &mut Vec<u8>, user: &[u8], seq: u64) {
     buf.clear();
     buf.extend_from_slice(user);
@@ -85,7 +124,7 @@ fn internal_key(buf: &mut Vec<u8>, user: &[u8], seq: u64) {
 
 #[derive(Debug)]
 pub(crate) struct Memtable {
-    map: RwLock<BTreeMap<MemKey, Box<[u8]>>>,
+    map: RwLock<BTreeSet<MemKey>>,
     size: AtomicUsize,
     /// The write-ahead log file that holds this memtable's writes.
     pub(crate) wal_number: u64,
@@ -94,7 +133,7 @@ pub(crate) struct Memtable {
 impl Memtable {
     pub(crate) fn new(wal_number: u64) -> Memtable {
         Memtable {
-            map: RwLock::new(BTreeMap::new()),
+            map: RwLock::new(BTreeSet::new()),
             size: AtomicUsize::new(0),
             wal_number,
         }
@@ -109,15 +148,21 @@ impl Memtable {
         self.map.read().is_empty()
     }
 
-    /// Insert versions: `(user key, seq, encoded entry)`.
-    pub(crate) fn insert<'a>(&self, versions: impl Iterator<Item = (&'a [u8], u64, Vec<u8>)>) {
+    /// Insert versions: `(user key, seq, entry)`.
+    pub(crate) fn insert<'a>(&self, versions: impl Iterator<Item = (&'a [u8], u64, Entry<'a>)>) {
         let mut added = 0;
         let mut map = self.map.write();
         for (key, seq, entry) in versions {
-            let mut k = Vec::with_capacity(key.len() + TRAILER);
-            internal_key(&mut k, key, seq);
-            added += k.len() + entry.len() + ENTRY_OVERHEAD;
-            map.insert(MemKey(k.into_boxed_slice()), entry.into_boxed_slice());
+            let klen = key.len() + TRAILER;
+            let mut buf = Vec::with_capacity(klen + entry.encoded_len());
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(&(u64::MAX - seq).to_be_bytes());
+            entry.encode_into(&mut buf);
+            added += buf.len() + ENTRY_OVERHEAD;
+            map.insert(MemKey {
+                buf: buf.into_boxed_slice(),
+                klen: klen as u32,
+            });
         }
         drop(map);
         self.size.fetch_add(added, AtomicOrdering::Relaxed);
@@ -133,10 +178,10 @@ impl Memtable {
     ) -> Option<R> {
         internal_key(buf, key, seq);
         let map = self.map.read();
-        let (k, v) = map
+        let k = map
             .range::<IKey, _>((Bound::Included(IKey::new(buf)), Bound::Unbounded))
             .next()?;
-        (IKey::new(&k.0).user() == key).then(|| f(v))
+        (k.ikey().user() == key).then(|| f(k.entry()))
     }
 
     /// The first user key in `from` (inclusive or exclusive) with a version at
@@ -158,8 +203,8 @@ impl Memtable {
         };
         let map = self.map.read();
         map.range::<IKey, _>((start, Bound::Unbounded))
-            .find(|(k, _)| IKey::new(&k.0).seq() <= seq)
-            .map(|(k, v)| (IKey::new(&k.0).user().to_vec(), v.to_vec()))
+            .find(|k| k.ikey().seq() <= seq)
+            .map(|k| (k.ikey().user().to_vec(), k.entry().to_vec()))
     }
 
     /// Visit the newest version of every key, in key order (for flush; the
@@ -170,13 +215,13 @@ impl Memtable {
     ) -> crate::Result<()> {
         let map = self.map.read();
         let mut last: Option<&[u8]> = None;
-        for (k, v) in map.iter() {
-            let user = IKey::new(&k.0).user();
+        for k in map.iter() {
+            let user = k.ikey().user();
             if last == Some(user) {
                 continue;
             }
             last = Some(user);
-            f(user, v)?;
+            f(user, k.entry())?;
         }
         Ok(())
     }
@@ -187,7 +232,20 @@ mod tests {
     use super::*;
 
     fn ins(m: &Memtable, key: &[u8], seq: u64, v: &[u8]) {
-        m.insert(std::iter::once((key, seq, v.to_vec())));
+        m.insert(std::iter::once((
+            key,
+            seq,
+            Entry::Put {
+                value: v,
+                expires_at: 0,
+            },
+        )));
+    }
+    fn val(e: &[u8]) -> Vec<u8> {
+        Entry::decode(e)
+            .and_then(|e| e.live_value(0))
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -197,29 +255,23 @@ mod tests {
         ins(&m, b"a", 3, b"a3");
         ins(&m, b"ab", 2, b"ab2");
         let mut buf = Vec::new();
-        assert_eq!(
-            m.get(b"a", 5, &mut buf, |v| v.to_vec()),
-            Some(b"a3".to_vec())
-        );
-        assert_eq!(
-            m.get(b"a", 2, &mut buf, |v| v.to_vec()),
-            Some(b"a1".to_vec())
-        );
-        assert_eq!(m.get(b"a", 0, &mut buf, |v| v.to_vec()), None);
-        assert_eq!(m.get(b"b", 9, &mut buf, |v| v.to_vec()), None);
+        assert_eq!(m.get(b"a", 5, &mut buf, val), Some(b"a3".to_vec()));
+        assert_eq!(m.get(b"a", 2, &mut buf, val), Some(b"a1".to_vec()));
+        assert_eq!(m.get(b"a", 0, &mut buf, val), None);
+        assert_eq!(m.get(b"b", 9, &mut buf, val), None);
         // Prefix keys stay ordered by user key.
         assert_eq!(
-            m.seek(Bound::Excluded(b"a"), 9),
+            m.seek(Bound::Excluded(b"a"), 9).map(|(k, e)| (k, val(&e))),
             Some((b"ab".to_vec(), b"ab2".to_vec()))
         );
         assert_eq!(
-            m.seek(Bound::Included(b"a"), 2),
+            m.seek(Bound::Included(b"a"), 2).map(|(k, e)| (k, val(&e))),
             Some((b"a".to_vec(), b"a1".to_vec()))
         );
         assert_eq!(m.seek(Bound::Excluded(b"a"), 1), None);
         let mut seen = Vec::new();
         m.for_each_latest(|k, v| {
-            seen.push((k.to_vec(), v.to_vec()));
+            seen.push((k.to_vec(), val(v)));
             Ok(())
         })
         .unwrap();

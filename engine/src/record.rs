@@ -33,6 +33,7 @@ fn header(payload: &[u8]) -> [u8; HEADER_LEN] {
 }
 
 /// Encode one record into `out` (header + payload).
+#[cfg(test)]
 pub(crate) fn encode_record(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&header(payload));
     out.extend_from_slice(payload);
@@ -66,21 +67,32 @@ impl LogWriter {
     /// Write one record with a single write call (so a process crash leaves
     /// either all of it in the OS or a torn tail).
     pub(crate) fn append(&mut self, payload: &[u8]) -> Result<()> {
-        if payload.len() > MAX_RECORD {
+        self.append_with(|buf| buf.extend_from_slice(payload))
+            .map(drop)
+    }
+
+    /// Like `append`, with the payload built in place by `build` (no copy).
+    /// Returns the record's size on disk.
+    pub(crate) fn append_with(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> Result<usize> {
+        self.buf.clear();
+        self.buf.resize(HEADER_LEN, 0);
+        build(&mut self.buf);
+        let payload_len = self.buf.len() - HEADER_LEN;
+        if payload_len > MAX_RECORD {
             return Err(Error::InvalidArgument(format!(
-                "record of {} bytes exceeds the {MAX_RECORD}-byte limit",
-                payload.len()
+                "record of {payload_len} bytes exceeds the {MAX_RECORD}-byte limit"
             )));
         }
-        self.buf.clear();
-        encode_record(&mut self.buf, payload);
+        let h = header(&self.buf[HEADER_LEN..]);
+        self.buf[..HEADER_LEN].copy_from_slice(&h);
         self.file.write_all(&self.buf).ctx(&self.path)?;
-        self.len += self.buf.len() as u64;
+        let n = self.buf.len();
+        self.len += n as u64;
         // Don't keep a huge buffer around after one big batch.
         if self.buf.capacity() > (4 << 20) {
             self.buf = Vec::new();
         }
-        Ok(())
+        Ok(n)
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
