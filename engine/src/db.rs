@@ -634,17 +634,18 @@ impl Db {
                 return Ok(v);
             }
         }
-        match sv.version.get(&inner.cache, key, bloom::hash(key))? {
-            Some(e) => {
-                let entry = Entry::decode(&e).ok_or_else(|| {
-                    Error::corruption(
-                        &inner.dir,
-                        0,
-                        format!("undecodable stored entry for key {key:?}"),
-                    )
-                })?;
-                Ok(entry.live_value(now).map(<[u8]>::to_vec))
-            }
+        // Some(None): an entry that does not decode (bytes that passed their
+        // checksum but are not ours — reported, never served).
+        let found = sv.version.get(&inner.cache, key, bloom::hash(key), |e| {
+            Entry::decode(e).map(|entry| entry.live_value(now).map(<[u8]>::to_vec))
+        })?;
+        match found {
+            Some(Some(value)) => Ok(value),
+            Some(None) => Err(Error::corruption(
+                &inner.dir,
+                0,
+                format!("undecodable stored entry for key {key:?}"),
+            )),
             None => Ok(None),
         }
     }

@@ -27,8 +27,8 @@ pub fn sstable(bytes: &[u8]) -> crate::Result<usize> {
             it.next()?;
         }
         for k in &keys {
-            table.get(&cache, k, bloom::hash(k), false)?;
-            table.get(&cache, k, bloom::hash(k), true)?;
+            table.get(&cache, k, bloom::hash(k), false, |_| ())?;
+            table.get(&cache, k, bloom::hash(k), true, |_| ())?;
         }
         it.seek(b"m")?;
         Ok(keys.len())

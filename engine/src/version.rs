@@ -121,22 +121,30 @@ impl Version {
             .collect()
     }
 
-    /// The newest stored entry for `key` in the tables.
-    pub(crate) fn get(&self, cache: &BlockCache, key: &[u8], hash: u64) -> Result<Option<Vec<u8>>> {
-        for f in &self.levels[0] {
-            if f.contains(key)
-                && let Some(e) = f.table.get(cache, key, hash, true)?
+    /// `f` applied to the newest stored entry for `key` in the tables.
+    pub(crate) fn get<R>(
+        &self,
+        cache: &BlockCache,
+        key: &[u8],
+        hash: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
+        let mut f = Some(f);
+        let mut apply = |e: &[u8]| (f.take().expect("called once"))(e);
+        for t in &self.levels[0] {
+            if t.contains(key)
+                && let Some(r) = t.table.get(cache, key, hash, true, &mut apply)?
             {
-                return Ok(Some(e));
+                return Ok(Some(r));
             }
         }
         for level in &self.levels[1..] {
-            let i = level.partition_point(|f| f.meta.largest.as_slice() < key);
-            if let Some(f) = level.get(i)
-                && f.meta.smallest.as_slice() <= key
-                && let Some(e) = f.table.get(cache, key, hash, false)?
+            let i = level.partition_point(|t| t.meta.largest.as_slice() < key);
+            if let Some(t) = level.get(i)
+                && t.meta.smallest.as_slice() <= key
+                && let Some(r) = t.table.get(cache, key, hash, false, &mut apply)?
             {
-                return Ok(Some(e));
+                return Ok(Some(r));
             }
         }
         Ok(None)

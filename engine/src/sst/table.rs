@@ -6,7 +6,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::block::{BadBlock, Block, BlockBuilder, BlockIter};
+use super::block::{
+    BadBlock, Block, BlockBuilder, BlockIter, DATA_RESTART_INTERVAL, INDEX_RESTART_INTERVAL,
+};
 use super::bloom::{self, Bloom};
 use super::{BLOCK_TRAILER, FOOTER_LEN, FORMAT_VERSION, MAGIC, MAX_BLOCK_BYTES};
 use crate::cache::{BlockCache, Cached};
@@ -64,8 +66,8 @@ impl TableBuilder {
             number,
             opts,
             offset: 0,
-            data: BlockBuilder::default(),
-            index: BlockBuilder::default(),
+            data: BlockBuilder::new(DATA_RESTART_INTERVAL),
+            index: BlockBuilder::new(INDEX_RESTART_INTERVAL),
             hashes: Vec::new(),
             entries: 0,
             smallest: None,
@@ -358,14 +360,16 @@ impl Table {
     /// The stored entry for `key`, if this table has one. `hash` is
     /// `bloom::hash(key)`, computed once per lookup by the caller.
     /// `pin_filter`: keep this table's filter in the handle instead of the
-    /// cache (see `pinned_bloom`).
-    pub(crate) fn get(
+    /// cache (see `pinned_bloom`). `f` sees the stored entry for `key`, if
+    /// this table has one (no copy is made here).
+    pub(crate) fn get<R>(
         &self,
         cache: &BlockCache,
         key: &[u8],
         hash: u64,
         pin_filter: bool,
-    ) -> Result<Option<Vec<u8>>> {
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>> {
         let may = if pin_filter {
             self.pinned_bloom()?.may_contain(hash)
         } else {
@@ -386,7 +390,7 @@ impl Table {
         let mut d = data.iter();
         d.seek(key)
             .map_err(|_| self.corrupt(h.offset, "malformed data block"))?;
-        Ok((d.valid() && d.key() == key).then(|| d.value().to_vec()))
+        Ok((d.valid() && d.key() == key).then(|| f(d.value())))
     }
 }
 
@@ -555,7 +559,13 @@ mod tests {
             for i in (0..2000).step_by(7) {
                 let k = format!("key{i:06}");
                 let v = t
-                    .get(&cache, k.as_bytes(), bloom::hash(k.as_bytes()), i % 2 == 0)
+                    .get(
+                        &cache,
+                        k.as_bytes(),
+                        bloom::hash(k.as_bytes()),
+                        i % 2 == 0,
+                        <[u8]>::to_vec,
+                    )
                     .unwrap();
                 assert_eq!(
                     v.unwrap(),
@@ -563,7 +573,11 @@ mod tests {
                 );
             }
             let k = b"key0000005";
-            assert_eq!(t.get(&cache, k, bloom::hash(k), false).unwrap(), None);
+            assert_eq!(
+                t.get(&cache, k, bloom::hash(k), false, <[u8]>::to_vec)
+                    .unwrap(),
+                None
+            );
             let mut it = TableIter::new(&t, cache.clone(), true);
             it.seek(b"key001500x").unwrap();
             assert_eq!(it.key(), b"key001501");
@@ -598,7 +612,13 @@ mod tests {
             // Every read either returns the right value or reports corruption
             // naming the file: never wrong data, never a silent miss.
             for (i, k) in cache_keys.iter().enumerate() {
-                match t.get(&cache, k.as_bytes(), bloom::hash(k.as_bytes()), i % 2 == 0) {
+                match t.get(
+                    &cache,
+                    k.as_bytes(),
+                    bloom::hash(k.as_bytes()),
+                    i % 2 == 0,
+                    <[u8]>::to_vec,
+                ) {
                     Ok(Some(v)) => {
                         assert_eq!(v, format!("value-{i}-{}", "x".repeat(i % 50)).as_bytes())
                     }
