@@ -267,7 +267,7 @@ mod tests {
 
     fn build(entries: &[(Vec<u8>, Vec<u8>)]) -> Arc<Block> {
         // Both intervals in use: vary by entry count.
-        let mut b = BlockBuilder::new(if entries.len() % 2 == 0 {
+        let mut b = BlockBuilder::new(if entries.len().is_multiple_of(2) {
             DATA_RESTART_INTERVAL
         } else {
             INDEX_RESTART_INTERVAL
