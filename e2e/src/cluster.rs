@@ -80,6 +80,9 @@ struct Node {
 }
 
 pub struct ProcessCluster {
+    /// Internode channels by address, reused across calls (a node that
+    /// restarts on loopback gets new ports, hence a new entry).
+    channels: std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
     binary: PathBuf,
     root: tempfile::TempDir,
     opts: Options,
@@ -108,6 +111,7 @@ impl ProcessCluster {
             None
         };
         let mut c = ProcessCluster {
+            channels: Default::default(),
             binary: binary.as_ref().to_path_buf(),
             root: tempfile::tempdir().map_err(|e| e.to_string())?,
             opts: opts.clone(),
@@ -454,9 +458,21 @@ impl ProcessCluster {
 
     /// Node `i`'s own stored record of `key` (no quorum).
     pub async fn replica_record(&self, i: usize, key: &[u8]) -> Result<Option<Record>, String> {
-        let mut c = InternodeClient::connect(self.endpoints(i).admin.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let addr = self.endpoints(i).admin.clone();
+        let cached = self.channels.lock().unwrap().get(&addr).cloned();
+        let ch = match cached {
+            Some(ch) => ch,
+            None => {
+                let ch = tonic::transport::Endpoint::from_shared(addr.clone())
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.channels.lock().unwrap().insert(addr, ch.clone());
+                ch
+            }
+        };
+        let mut c = InternodeClient::new(ch);
         let r = c
             .read_replica(ReadReplicaRequest {
                 key: key.to_vec().into(),

@@ -10,7 +10,6 @@ use ringkv_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
 use crate::api::grpc::KeyValueService;
@@ -315,7 +314,6 @@ impl RunningNode {
         let frame_limit = config.max_value_bytes + (256 << 10);
 
         let internode = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(
                 pb::internode_server::InternodeServer::new(InternodeService {
                     state: state.clone(),
@@ -326,10 +324,7 @@ impl RunningNode {
             .add_service(pb::admin_server::AdminServer::new(AdminService {
                 state: state.clone(),
             }))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(internode_l),
-                stopped(stop_rx.clone()),
-            );
+            .serve_with_incoming_shutdown(incoming(internode_l), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = internode.await {
                 tracing::error!(error = %e, "internode server failed");
@@ -345,7 +340,6 @@ impl RunningNode {
             .build_v1alpha()
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(
                 pb::key_value_server::KeyValueServer::new(KeyValueService {
                     state: state.clone(),
@@ -355,13 +349,17 @@ impl RunningNode {
             )
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_l), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(incoming(grpc_l), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!(error = %e, "client gRPC server failed");
             }
         }));
 
+        use axum::serve::ListenerExt as _;
+        let http_l = http_l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let http = axum::serve(http_l, crate::api::http::router(state.clone()))
             .with_graceful_shutdown(stopped(stop_rx));
         tasks.push(tokio::spawn(async move {
@@ -581,4 +579,11 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Accepted connections with Nagle off. `Server::tcp_nodelay` only reaches
+/// listeners tonic binds itself; without this, a reply written as headers,
+/// data and trailers waits on the client's delayed ACK (~40 ms per call).
+fn incoming(l: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
 }

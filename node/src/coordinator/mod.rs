@@ -300,7 +300,7 @@ impl Coordinator {
         let outcome = GetOutcome {
             siblings: merged
                 .as_ref()
-                .map(|m| m.live_values(now).into_iter().cloned().collect())
+                .map(|m| m.client_values(now))
                 .unwrap_or_default(),
             context: merged
                 .as_ref()
@@ -391,6 +391,14 @@ impl Coordinator {
             .await
     }
 
+    /// Hands the write to a replica of the key. Replicas gossip believes
+    /// alive go first; one that cannot be reached is skipped. The forward
+    /// gets half the request timeout: when it runs out (a replica that hangs
+    /// before the failure detector notices, a partition that swallows
+    /// packets) or the reply is lost, this node coordinates the write itself
+    /// as a sloppy quorum, so the write stays available. The write may then
+    /// exist twice, with two dots from the same context: reads show
+    /// identical siblings as one value (`Record::client_values`).
     async fn forward(
         self: &Arc<Self>,
         req: WriteRequest,
@@ -406,6 +414,7 @@ impl Coordinator {
             )));
         }
         self.metrics.forwarded_writes.inc();
+        let deadline = tokio::time::Instant::now() + self.settings.timeout / 2;
         let replicas = &plan.replicas;
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
@@ -432,7 +441,7 @@ impl Coordinator {
             let call = self
                 .client
                 .coordinate(&m.node_id, &m.internode_addr, pb_req);
-            match tokio::time::timeout(self.settings.timeout, call).await {
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(resp)) => {
                     return Ok(WriteOutcome {
                         context: resp.context,
@@ -446,29 +455,31 @@ impl Coordinator {
                         continue;
                     }
                     // The replica answered with a verdict (bad input, quorum
-                    // failure), or the reply was lost after the write may have
-                    // happened: retrying elsewhere could duplicate it as a sibling.
-                    return Err(match e.status() {
-                        Some(s) => CoordError::Remote {
+                    // failure): that is the answer.
+                    if let Some(s) = e.status()
+                        && e.answered()
+                    {
+                        return Err(CoordError::Remote {
                             code: s.code(),
                             message: s.message().to_string(),
-                        },
-                        None => CoordError::Unavailable(format!(
-                            "{e} (the write may have been applied)"
-                        )),
-                    });
+                        });
+                    }
+                    errors.push(format!("{e} (the write may have been applied there)"));
+                    break;
                 }
                 Err(_) => {
-                    return Err(CoordError::Unavailable(format!(
-                        "{} did not answer within {:?} (the write may have been applied)",
-                        m.node_id, self.settings.timeout
-                    )));
+                    errors.push(format!(
+                        "{} did not answer within {:?}",
+                        m.node_id,
+                        self.settings.timeout / 2
+                    ));
+                    break;
                 }
             }
         }
-        // No replica got the request: this side of a partition still takes
-        // the write (the AP promise), parked here and on substitutes as hints.
-        tracing::debug!(errors = %errors.join("; "), "no replica reachable; sloppy write");
+        // No replica took the request: this node still takes the write (the
+        // AP promise), parked here and on substitutes as hints.
+        tracing::debug!(errors = %errors.join("; "), "no replica answered the forward; sloppy write");
         self.metrics.sloppy_writes.inc();
         self.coordinate(req, ctx, required, plan, &topo, true).await
     }

@@ -43,6 +43,13 @@ impl TransportError {
         }
     }
 
+    /// True when the peer's handler itself answered (a status the server
+    /// sent), as opposed to the connection failing around the call.
+    pub fn answered(&self) -> bool {
+        use std::error::Error as _;
+        matches!(self, TransportError::Rpc { status, .. } if status.source().is_none())
+    }
+
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {
             TransportError::Rpc { status, .. } => Some(status),

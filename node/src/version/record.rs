@@ -92,6 +92,29 @@ impl Record {
             .collect()
     }
 
+    /// Visible values at `now_ms` as a client sees them: siblings holding
+    /// the same bytes are one value (the latest expiry kept). Identical
+    /// siblings come from a write retried through another coordinator after
+    /// an ambiguous timeout; the causal context still covers both dots, so
+    /// the next write supersedes both.
+    pub fn client_values(&self, now_ms: u64) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        for v in self.live_values(now_ms) {
+            match out.iter_mut().find(|o| o.data == v.data) {
+                Some(o) => {
+                    if o.expires_at_ms != 0
+                        && (v.expires_at_ms == 0 || v.expires_at_ms > o.expires_at_ms)
+                    {
+                        o.expires_at_ms = v.expires_at_ms;
+                    }
+                    o.written_at_ms = o.written_at_ms.max(v.written_at_ms);
+                }
+                None => out.push(v.clone()),
+            }
+        }
+        out
+    }
+
     /// The causal context a reader gets (empty in LWW mode, where writes
     /// never depend on what was read).
     pub fn context(&self) -> VersionVector {

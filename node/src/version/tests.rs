@@ -201,6 +201,36 @@ fn record_roundtrips_and_expiry_follows_the_grace_rule() {
 }
 
 #[test]
+fn clients_see_identical_siblings_once_and_the_next_write_supersedes_both() {
+    let v = |data: &'static str, exp| Value {
+        data: Some(bytes::Bytes::from_static(data.as_bytes())),
+        expires_at_ms: exp,
+        written_at_ms: 1,
+    };
+    // One write applied twice from the same context (a retried forward).
+    let base = DvvSet::default();
+    let ctx = base.join();
+    let a = DvvSet::update(&base, &ctx, "n1", v("x", 500));
+    let b = DvvSet::update(&base, &ctx, "n2", v("x", 0));
+    let c = DvvSet::update(&base, &ctx, "n3", v("y", 0));
+    let both = Record::Causal(a.sync(&b));
+    assert_eq!(both.live_values(0).len(), 2, "two dots are stored");
+    let seen = both.client_values(0);
+    assert_eq!(seen.len(), 1, "one value is shown: {seen:?}");
+    assert_eq!(seen[0].expires_at_ms, 0, "the longest-lived copy wins");
+    // A different value stays a sibling.
+    let three = Record::Causal(a.sync(&b).sync(&c));
+    assert_eq!(three.client_values(0).len(), 2);
+    // Writing with what the read saw supersedes every copy.
+    let Record::Causal(d) = &three else {
+        unreachable!()
+    };
+    let next = Record::Causal(DvvSet::update(d, &three.context(), "n1", v("z", 0)));
+    let vals: Vec<_> = next.client_values(0).into_iter().map(|v| v.data).collect();
+    assert_eq!(vals, vec![Some(bytes::Bytes::from_static(b"z"))]);
+}
+
+#[test]
 fn hlc_is_monotonic_and_moves_past_observed() {
     let h = Hlc::new();
     let a = h.now();
