@@ -118,10 +118,16 @@ impl Internode for InternodeService {
     ) -> Result<Response<Self::FetchRangeStream>, Status> {
         let req = req.into_inner();
         let range = range_from_pb(req.range)?;
-        let batches = self.state.repair.serve_fetch(range, req.keys).await?;
-        Ok(Response::new(Box::pin(futures::stream::iter(
-            batches.into_iter().map(Ok),
-        ))))
+        let batches = self.state.repair.serve_fetch(range, req.keys)?;
+        let stream = futures::stream::unfold(batches, |mut rx| async move {
+            let b = rx.recv().await?;
+            Some((
+                b.map(|items| pb::KeyRecords { items })
+                    .map_err(Status::from),
+                rx,
+            ))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn coordinate_write(

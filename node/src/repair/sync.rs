@@ -24,6 +24,8 @@ use crate::version::Record;
 const PARALLEL_LEAVES: usize = 8;
 /// Bytes per streamed batch.
 const BATCH_BYTES: usize = 1 << 20;
+/// Batches read ahead of the network while streaming a range.
+const QUEUED_BATCHES: usize = 2;
 /// Built trees are kept this long for the initiator's walk.
 const TREE_TTL: Duration = Duration::from_secs(60);
 const MAX_TREES: usize = 256;
@@ -359,8 +361,9 @@ impl Repairer {
         keys: Option<Vec<Bytes>>,
     ) -> Result<SyncStats, RepairError> {
         let mut st = SyncStats::default();
-        let batches = self.read_records(sub, keys).await?;
-        for items in batches {
+        let mut batches = self.read_records(sub, keys);
+        while let Some(items) = batches.recv().await {
+            let items = items?;
             let bytes = rec_bytes(&items);
             self.limiter.acquire(bytes).await;
             st.keys += items.len() as u64;
@@ -373,59 +376,82 @@ impl Repairer {
         Ok(st)
     }
 
-    /// Our records of `sub` (or just `keys`), in batches of about 1 MiB.
-    async fn read_records(
+    /// Our records of `sub` (or just `keys`), in batches of about 1 MiB,
+    /// read by a blocking task as the receiver consumes them: a range of
+    /// any size streams in bounded memory (two batches queued at most).
+    fn read_records(
         &self,
         sub: TokenRange,
         keys: Option<Vec<Bytes>>,
-    ) -> Result<Vec<Vec<pb::KeyRecord>>, RepairError> {
-        self.blocking(move |s| {
-            let mut out: Vec<Vec<pb::KeyRecord>> = vec![Vec::new()];
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<pb::KeyRecord>, RepairError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
+        let store = self.coord.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut batch: Vec<pb::KeyRecord> = Vec::new();
             let mut size = 0usize;
-            let mut add = |k: &[u8], v: &[u8]| -> Result<(), crate::storage::StorageError> {
+            // False once the receiver is gone (the peer hung up): stop reading.
+            let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::storage::StorageError> {
                 use prost::Message as _;
                 let rec = pb::Record::decode(v)
                     .map_err(|e| crate::storage::StorageError::Corrupt(e.to_string()))?;
                 size += k.len() + v.len();
-                out.last_mut().expect("batch").push(pb::KeyRecord {
+                batch.push(pb::KeyRecord {
                     key: Bytes::copy_from_slice(k),
                     record: Some(rec),
                 });
                 if size >= BATCH_BYTES {
-                    out.push(Vec::new());
                     size = 0;
+                    return Ok(tx.blocking_send(Ok(std::mem::take(&mut batch))).is_ok());
                 }
-                Ok(())
+                Ok(true)
             };
-            match keys {
-                None => {
-                    let mut err = None;
-                    for (lo, hi) in sub.intervals() {
-                        s.scan_tokens_blocking(lo, hi, |ek, v| match add(user_key(ek), v) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                err = Some(e);
-                                false
+            let res: Result<(), crate::storage::StorageError> = (|| {
+                match keys {
+                    None => {
+                        let mut err = None;
+                        for (lo, hi) in sub.intervals() {
+                            let mut go_on = true;
+                            store.scan_tokens_blocking(lo, hi, |ek, v| {
+                                match add(user_key(ek), v) {
+                                    Ok(more) => {
+                                        go_on = more;
+                                        more
+                                    }
+                                    Err(e) => {
+                                        err = Some(e);
+                                        false
+                                    }
+                                }
+                            })?;
+                            if let Some(e) = err.take() {
+                                return Err(e);
                             }
-                        })?;
+                            if !go_on {
+                                return Ok(());
+                            }
+                        }
                     }
-                    if let Some(e) = err {
-                        return Err(e);
-                    }
-                }
-                Some(keys) => {
-                    for k in keys {
-                        let ek = crate::storage::engine_key(&k);
-                        if let Some(v) = s.read_engine_key_blocking(&ek)? {
-                            add(&k, &v)?;
+                    Some(keys) => {
+                        for k in keys {
+                            let ek = crate::storage::engine_key(&k);
+                            if let Some(v) = store.read_engine_key_blocking(&ek)?
+                                && !add(&k, &v)?
+                            {
+                                return Ok(());
+                            }
                         }
                     }
                 }
-            }
-            out.retain(|b| !b.is_empty());
-            Ok(out)
-        })
-        .await
+                Ok(())
+            })();
+            let last = match res {
+                Ok(()) if batch.is_empty() => return,
+                Ok(()) => Ok(batch),
+                Err(e) => Err(RepairError::from(e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        rx
     }
 
     // --- the peer's side ---
@@ -468,12 +494,13 @@ impl Repairer {
         })
     }
 
-    /// Our records of `range` (or of `keys` in it), in batches.
-    pub async fn serve_fetch(
+    /// Our records of `range` (or of `keys` in it), as a stream of batches.
+    pub fn serve_fetch(
         &self,
         range: TokenRange,
         keys: Vec<Bytes>,
-    ) -> Result<Vec<pb::KeyRecords>, RepairError> {
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<pb::KeyRecord>, RepairError>>, RepairError>
+    {
         let keys = if keys.is_empty() {
             None
         } else {
@@ -485,11 +512,6 @@ impl Repairer {
             }
             Some(keys)
         };
-        Ok(self
-            .read_records(range, keys)
-            .await?
-            .into_iter()
-            .map(|items| pb::KeyRecords { items })
-            .collect())
+        Ok(self.read_records(range, keys))
     }
 }
