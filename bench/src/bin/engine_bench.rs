@@ -155,7 +155,21 @@ fn main() {
     for name in &names {
         eprintln!("running {name} ...");
         let mut cmd = Command::new(&exe);
-        cmd.args(std::env::args_os().skip(1))
+        // The child gets this run's directory, not a second `--dir`.
+        let mut parent_args = Vec::new();
+        let mut skip = false;
+        for arg in std::env::args_os().skip(1) {
+            let s = arg.to_string_lossy();
+            if std::mem::take(&mut skip) || s.starts_with("--dir=") {
+                continue;
+            }
+            if s == "--dir" {
+                skip = true;
+                continue;
+            }
+            parent_args.push(arg);
+        }
+        cmd.args(parent_args)
             .arg("--child")
             .arg(name)
             .arg("--dir")
