@@ -19,10 +19,7 @@ pub struct KeyValueService {
 impl KeyValue for KeyValueService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let s = &self.state;
-        let _pass = s
-            .gate
-            .enter()
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _pass = s.gate.enter()?;
         let req = req.into_inner();
         let started = Instant::now();
         let span = tracing::info_span!("get", api = "grpc", key_len = req.key.len(), r = %req.r);
@@ -63,10 +60,7 @@ impl KeyValue for KeyValueService {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let s = &self.state;
-        let _pass = s
-            .gate
-            .enter()
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _pass = s.gate.enter()?;
         let req = req.into_inner();
         let started = Instant::now();
         let span = tracing::info_span!("put", api = "grpc", key_len = req.key.len(), value_len = req.value.len(), w = %req.w);
@@ -98,10 +92,7 @@ impl KeyValue for KeyValueService {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let s = &self.state;
-        let _pass = s
-            .gate
-            .enter()
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let _pass = s.gate.enter()?;
         let req = req.into_inner();
         let started = Instant::now();
         let span = tracing::info_span!("delete", api = "grpc", key_len = req.key.len(), w = %req.w);

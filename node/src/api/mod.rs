@@ -32,6 +32,12 @@ pub struct Gate {
 #[error("node is draining: it no longer accepts client requests, use another node")]
 pub struct Draining;
 
+impl From<Draining> for tonic::Status {
+    fn from(e: Draining) -> Self {
+        tonic::Status::unavailable(e.to_string())
+    }
+}
+
 pub struct Pass<'a>(&'a Gate);
 
 impl Drop for Pass<'_> {

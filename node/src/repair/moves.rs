@@ -22,10 +22,20 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::decommission_status::Phase;
 
 use super::{Repairer, SyncStats, TokenRange};
+use crate::coordinator::Topology;
 use crate::membership::{Member, Membership, NodeState};
 
 const STATE_FILE: &str = "ring_state";
 const PARALLEL: usize = 4;
+
+/// Where a joining node streams range `r` from: its current replicas but us.
+fn sources(topo: &Topology, r: TokenRange, n: usize, me: &str) -> Vec<Member> {
+    topo.replicas_of_token(r.end, n)
+        .into_iter()
+        .filter(|m| m.node_id != me)
+        .cloned()
+        .collect()
+}
 
 /// A move this node was in when it stopped, if any.
 pub fn load_state(dir: &Path) -> std::io::Result<Option<NodeState>> {
@@ -202,15 +212,7 @@ impl Moves {
                     .iter()
                     .any(|m| m.node_id == me)
             })
-            .map(|r| {
-                let sources = topo
-                    .replicas_of_token(r.end, n)
-                    .into_iter()
-                    .filter(|m| m.node_id != me)
-                    .cloned()
-                    .collect();
-                (r, sources)
-            })
+            .map(|r| (r, sources(&topo, r, n, &me)))
             .collect();
         *self.join.lock() = Some(Progress {
             total: work.len() as u32,
@@ -246,15 +248,7 @@ impl Moves {
             let topo = self.repair.coordinator().topology();
             work = failed
                 .into_iter()
-                .map(|(r, _, _)| {
-                    let src = topo
-                        .replicas_of_token(r.end, n)
-                        .into_iter()
-                        .filter(|m| m.node_id != me)
-                        .cloned()
-                        .collect();
-                    (r, src)
-                })
+                .map(|(r, _, _)| (r, sources(&topo, r, n, &me)))
                 .collect();
         }
         if let Err(e) = save_state(&self.dir, None) {

@@ -97,6 +97,42 @@ fn user_key(ekey: &[u8]) -> &[u8] {
     &ekey[8.min(ekey.len())..]
 }
 
+/// Feeds `add` every stored (user key, record bytes) of `sub`, or of just
+/// `keys`, until it returns false (the receiver is gone) or fails.
+fn scan_records(
+    store: &crate::storage::Store,
+    sub: TokenRange,
+    keys: Option<Vec<Bytes>>,
+    add: &mut impl FnMut(&[u8], &[u8]) -> Result<bool, crate::storage::StorageError>,
+) -> Result<(), crate::storage::StorageError> {
+    match keys {
+        None => {
+            for (lo, hi) in sub.intervals() {
+                // What stopped the scan early: the receiver leaving, or an error.
+                let mut more = Ok(true);
+                store.scan_tokens_blocking(lo, hi, |ek, v| {
+                    more = add(user_key(ek), v);
+                    matches!(more, Ok(true))
+                })?;
+                if !more? {
+                    return Ok(());
+                }
+            }
+        }
+        Some(keys) => {
+            for k in keys {
+                let ek = crate::storage::engine_key(&k);
+                if let Some(v) = store.read_engine_key_blocking(&ek)?
+                    && !add(&k, &v)?
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
     use prost::Message as _;
     items
@@ -405,45 +441,7 @@ impl Repairer {
                 }
                 Ok(true)
             };
-            let res: Result<(), crate::storage::StorageError> = (|| {
-                match keys {
-                    None => {
-                        let mut err = None;
-                        for (lo, hi) in sub.intervals() {
-                            let mut go_on = true;
-                            store.scan_tokens_blocking(lo, hi, |ek, v| {
-                                match add(user_key(ek), v) {
-                                    Ok(more) => {
-                                        go_on = more;
-                                        more
-                                    }
-                                    Err(e) => {
-                                        err = Some(e);
-                                        false
-                                    }
-                                }
-                            })?;
-                            if let Some(e) = err.take() {
-                                return Err(e);
-                            }
-                            if !go_on {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Some(keys) => {
-                        for k in keys {
-                            let ek = crate::storage::engine_key(&k);
-                            if let Some(v) = store.read_engine_key_blocking(&ek)?
-                                && !add(&k, &v)?
-                            {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })();
+            let res = scan_records(&store, sub, keys, &mut add);
             let last = match res {
                 Ok(()) if batch.is_empty() => return,
                 Ok(()) => Ok(batch),
