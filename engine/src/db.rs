@@ -1092,13 +1092,23 @@ fn compaction_loop(inner: Arc<Inner>) {
         let res = compaction::run(&c, &version, &inner.dir, &inner.opts, &inner.cache, || {
             inner.state.lock().new_file()
         });
+        let pointer = match c.inputs.first() {
+            Some((level, f)) if *level > 0 && !manual => Some((*level, f.meta.largest.clone())),
+            _ => None,
+        };
+        let trivial_move = c.trivial_move;
+        // The replaced tables are deleted when their last reference goes; drop
+        // this job's references now so that happens when the new version is
+        // installed, before a manual `compact()` is told it is done.
+        drop(c);
+        drop(version);
         let mut st = inner.state.lock();
         let applied =
             res.and_then(
                 |o| match inner.log_and_apply(&mut st, o.edit.clone(), &o.outputs) {
                     Ok(()) => Ok(o),
                     Err(e) => {
-                        if !c.trivial_move {
+                        if !trivial_move {
                             o.outputs.iter().for_each(|f| f.mark_obsolete());
                         }
                         Err(e)
@@ -1107,11 +1117,8 @@ fn compaction_loop(inner: Arc<Inner>) {
             );
         match applied {
             Ok(o) => {
-                if let Some((level, f)) = c.inputs.first()
-                    && *level > 0
-                    && !manual
-                {
-                    st.pointers[*level] = f.meta.largest.clone();
+                if let Some((level, largest)) = pointer {
+                    st.pointers[level] = largest;
                 }
                 add(&inner.stats.compactions, 1);
                 add(&inner.stats.compaction_written, o.bytes_written);
