@@ -21,6 +21,31 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// SIGSTOP `child` and wait until every one of its threads has stopped: the
+/// signal is asynchronous, and on a loaded machine a node's worker threads
+/// can still serve a request for milliseconds after `kill` returns.
+fn stop(child: &Child) {
+    signal(child, 19);
+    let tasks = format!("/proc/{}/task", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all_stopped = std::fs::read_dir(&tasks).unwrap().all(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            matches!(
+                stat.rsplit_once(')')
+                    .and_then(|(_, r)| r.trim_start().chars().next()),
+                Some('T' | 't')
+            )
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{tasks} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Node processes, killed on drop (also when a test fails).
 struct Procs(Vec<Option<Child>>);
 
@@ -159,7 +184,7 @@ async fn replicas_killed_or_stopped_do_not_stop_quorums() {
     }
 
     // SIGSTOP node 1 too: W=2 is now impossible, and says so; W=1 works.
-    signal(procs.0[1].as_ref().unwrap(), 19);
+    stop(procs.0[1].as_ref().unwrap());
     // (A failed write may still have landed on the coordinator: its own key.)
     let err = c0.put("failed", "x").await.unwrap_err().to_string();
     assert!(err.contains("quorum not reached: 1 of 2"), "{err}");

@@ -56,6 +56,27 @@ impl Default for Options {
     }
 }
 
+/// What a node published in `endpoints.json` in `dir`, once it has. A node
+/// in a network namespace binds 0.0.0.0 there and is reached at `ip`.
+pub fn read_endpoints(dir: &Path, ip: Option<std::net::Ipv4Addr>) -> Option<Endpoints> {
+    let t = std::fs::read_to_string(dir.join("endpoints.json")).ok()?;
+    let v = serde_json::from_str::<serde_json::Value>(&t).ok()?;
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let host_port = |k: &str| match ip {
+        Some(ip) => {
+            let p = s(k).rsplit(':').next().unwrap_or_default().to_string();
+            format!("{ip}:{p}")
+        }
+        None => s(k),
+    };
+    Some(Endpoints {
+        grpc: format!("http://{}", host_port("grpc")),
+        admin: format!("http://{}", host_port("internode")),
+        http: host_port("http"),
+        gossip: host_port("gossip"),
+    })
+}
+
 /// Where a node answers.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -95,6 +116,22 @@ fn signal(child: &Child, sig: i32) {
     unsafe {
         libc::kill(child.id() as i32, sig);
     }
+}
+
+/// True when every thread under `/proc/<pid>/task` is in state T (stopped).
+fn all_threads_stopped(tasks: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir(tasks) else {
+        return true; // gone
+    };
+    dir.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('T' | 't') | None
+        )
+    })
 }
 
 fn deadline(secs: u64) -> Instant {
@@ -277,27 +314,11 @@ impl ProcessCluster {
         let node = &mut self.nodes[i];
         node.child = Some(child);
         node.stopped = false;
+        let node_dir = node.dir.clone();
         // Wait for the node to publish what it bound.
         let until = deadline(60);
         loop {
-            if let Ok(t) = std::fs::read_to_string(&endpoints_file)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&t)
-            {
-                let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-                let host_port = |k: &str| match &self.net {
-                    // Bound on 0.0.0.0 in the namespace; reach it at the node's address.
-                    Some(net) => {
-                        let p = s(k).rsplit(':').next().unwrap_or_default().to_string();
-                        format!("{}:{p}", net.ip(i))
-                    }
-                    None => s(k),
-                };
-                let e = Endpoints {
-                    grpc: format!("http://{}", host_port("grpc")),
-                    admin: format!("http://{}", host_port("internode")),
-                    http: host_port("http"),
-                    gossip: host_port("gossip"),
-                };
+            if let Some(e) = read_endpoints(&node_dir, self.net.as_ref().map(|n| n.ip(i))) {
                 self.nodes[i].endpoints = Some(e);
                 return Ok(());
             }
@@ -338,10 +359,18 @@ impl ProcessCluster {
     }
 
     /// SIGSTOP node `i` (it keeps its sockets but answers nothing).
+    /// Returns once every thread of the node has stopped (the signal is
+    /// asynchronous: a loaded machine can let a worker thread serve requests
+    /// for milliseconds after `kill` returns).
     pub fn stop(&mut self, i: usize) {
         if let Some(c) = &self.nodes[i].child {
             signal(c, libc::SIGSTOP);
+            let tasks = format!("/proc/{}/task", c.id());
             self.nodes[i].stopped = true;
+            let until = deadline(10);
+            while !all_threads_stopped(&tasks) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
