@@ -515,9 +515,31 @@ impl<'a> Planner<'a> {
             }
         }
         let mut bad = Vec::new();
-        for (_, pod) in self.expected_pods() {
-            match self.input.nodes.get(&pod) {
-                Some(NodeObservation::Report(r)) if r.state == NodeState::Normal => {}
+        let expected = self.expected_pods();
+        for (_, pod) in &expected {
+            match self.input.nodes.get(pod) {
+                Some(NodeObservation::Report(r)) if r.state == NodeState::Normal => {
+                    // Each node must also see every other one as a live normal
+                    // member: nodes started at once may still be separate rings,
+                    // and a ring change on a node whose view lags streams ranges
+                    // to the wrong owners.
+                    let unseen: Vec<&str> = expected
+                        .iter()
+                        .map(|(_, o)| o.as_str())
+                        .filter(|o| {
+                            o != pod
+                                && !r.members.iter().any(|m| {
+                                    m.node_id == *o && m.state == NodeState::Normal && m.alive
+                                })
+                        })
+                        .collect();
+                    if !unseen.is_empty() {
+                        bad.push(format!(
+                            "{pod} does not see {} as live normal members yet",
+                            unseen.join(", ")
+                        ));
+                    }
+                }
                 Some(NodeObservation::Report(r)) => {
                     bad.push(format!("{pod} is {}", r.state.as_str()))
                 }

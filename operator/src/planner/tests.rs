@@ -51,12 +51,8 @@ fn report(pod: &str, state: NodeState) -> NodeObservation {
     NodeObservation::Report(NodeReport {
         node_id: pod.into(),
         state,
-        members: vec![Member {
-            node_id: pod.into(),
-            zone: String::new(),
-            state,
-            alive: true,
-        }],
+        // Filled with the converged ring when planned (`converged_views`).
+        members: Vec::new(),
         decommission: None,
         repair: RepairReport::default(),
     })
@@ -103,8 +99,36 @@ impl World {
             now_unix_ms: self.now,
             desired_hashes: self.hashes.clone(),
             zones: self.zones.clone(),
-            nodes: self.nodes.clone(),
+            nodes: self.converged_views(),
         }
+    }
+
+    /// The nodes as observed, where a report without members (what `report`
+    /// builds) is given the converged ring: every reporting node as it
+    /// reports itself. Tests of lagging views set `members` explicitly.
+    fn converged_views(&self) -> BTreeMap<String, NodeObservation> {
+        let ring: Vec<Member> = self
+            .nodes
+            .values()
+            .filter_map(|n| match n {
+                NodeObservation::Report(r) => Some(Member {
+                    node_id: r.node_id.clone(),
+                    zone: String::new(),
+                    state: r.state,
+                    alive: true,
+                }),
+                NodeObservation::Unreachable(_) => None,
+            })
+            .collect();
+        let mut nodes = self.nodes.clone();
+        for n in nodes.values_mut() {
+            if let NodeObservation::Report(r) = n
+                && r.members.is_empty()
+            {
+                r.members = ring.clone();
+            }
+        }
+        nodes
     }
 
     fn plan(&self) -> Plan {
@@ -520,6 +544,83 @@ fn scale_down_waits_for_a_healthy_ring() {
     assert!(
         matches!(&p.activity, Activity::Waiting { reason: "NodesNotNormal", message, .. } if message.contains("kv-zone-a-0"))
     );
+}
+
+/// `pod` sees only the members listed (plus itself), all normal and alive.
+fn sees_only(w: &mut World, pod: &str, others: &[&str]) {
+    let r = w.node_mut(pod);
+    r.members = std::iter::once(pod)
+        .chain(others.iter().copied())
+        .map(|id| Member {
+            node_id: id.into(),
+            zone: String::new(),
+            state: NodeState::Normal,
+            alive: true,
+        })
+        .collect();
+}
+
+#[test]
+fn creation_is_not_done_while_nodes_form_separate_rings() {
+    let mut w = World::new(&[1, 1, 1]);
+    w.status.phase = Phase::Creating;
+    // Every node started at once and became a ring of its own.
+    for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
+        sees_only(&mut w, pod, &[]);
+    }
+    let p = w.plan();
+    assert!(
+        matches!(&p.activity, Activity::Waiting { during: Phase::Creating, reason: "NodesNotNormal", message } if message.contains("kv-zone-a-0 does not see kv-zone-b-0, kv-zone-c-0")),
+        "{:?}",
+        p.activity
+    );
+    assert!(!reasons(&p).contains(&"Created"));
+    for (pod, others) in [
+        ("kv-zone-a-0", ["kv-zone-b-0", "kv-zone-c-0"]),
+        ("kv-zone-b-0", ["kv-zone-a-0", "kv-zone-c-0"]),
+        ("kv-zone-c-0", ["kv-zone-a-0", "kv-zone-b-0"]),
+    ] {
+        sees_only(&mut w, pod, &others);
+    }
+    assert_eq!(reasons(&w.plan()), vec!["Created"]);
+}
+
+#[test]
+fn scale_down_waits_until_every_node_sees_the_whole_ring() {
+    let mut w = World::new(&[2, 2, 2]);
+    w.spec.replicas = 3;
+    // One node's gossip view still lacks a member, or thinks it is down.
+    sees_only(
+        &mut w,
+        "kv-zone-b-0",
+        &["kv-zone-a-0", "kv-zone-a-1", "kv-zone-b-1", "kv-zone-c-0"],
+    );
+    let p = w.plan();
+    assert_eq!(p.admin, None, "no decommission on a lagging view");
+    assert_eq!(replicas(&p), vec![2, 2, 2]);
+    assert!(
+        matches!(&p.activity, Activity::Waiting { reason: "NodesNotNormal", message, .. } if message.contains("kv-zone-b-0 does not see kv-zone-c-1")),
+        "{:?}",
+        p.activity
+    );
+    sees_only(
+        &mut w,
+        "kv-zone-b-0",
+        &[
+            "kv-zone-a-0",
+            "kv-zone-a-1",
+            "kv-zone-b-1",
+            "kv-zone-c-0",
+            "kv-zone-c-1",
+        ],
+    );
+    w.node_mut("kv-zone-b-0").members[5].alive = false;
+    assert_eq!(w.plan().admin, None, "a member seen as down blocks too");
+    w.node_mut("kv-zone-b-0").members[5].alive = true;
+    assert!(matches!(
+        w.plan().admin,
+        Some(AdminCall::Decommission { .. })
+    ));
 }
 
 #[test]
