@@ -483,6 +483,20 @@ pub struct RepairProgress {
     pub nodes_done: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// Failed runs of `node` in a row; each failure doubles the wait before
+    /// the next attempt (30s, 1m, 2m, ... at most 10m).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: i32,
+    /// Unix ms before which `node` is not asked again after a failed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_unix_ms: Option<i64>,
+    /// The node's error for its last failed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
 }
 
 fn default_replicas() -> i32 {

@@ -655,6 +655,30 @@ impl<'a> Planner<'a> {
                 || r.decommission
                     .as_ref()
                     .is_some_and(|d| d.phase == DecommissionPhase::Done);
+            // The others must have heard: a node stopped before its LEFT state
+            // spread stays LEAVING (down, still owning ranges) in their rings.
+            let unaware = if left {
+                self.unaware_of_left(&node)
+            } else {
+                Vec::new()
+            };
+            if left && !unaware.is_empty() {
+                let message = format!(
+                    "{node} has left; waiting until {} see it as left",
+                    unaware.join(", ")
+                );
+                progress.message = Some(message.clone());
+                let mut p = self.finish(
+                    Activity::Waiting {
+                        during: Phase::Scaling,
+                        reason: "LeftNotGossiped",
+                        message,
+                    },
+                    REQUEUE_BUSY,
+                );
+                p.decommission = Some(progress);
+                return Some(p);
+            }
             if left {
                 // Only now, with every range streamed away, may the pod go.
                 if let Some(s) = self.scales[z].as_mut() {
@@ -701,6 +725,28 @@ impl<'a> Planner<'a> {
         };
         p.decommission = Some(progress);
         Some(p)
+    }
+
+    /// Nodes (other than `victim`) that answered and do not yet list it as
+    /// left. A node that did not answer does not block: it learns from
+    /// the others' gossip once back.
+    fn unaware_of_left(&self, victim: &str) -> Vec<String> {
+        self.expected_pods()
+            .into_iter()
+            .map(|(_, pod)| pod)
+            .filter(|pod| pod != victim)
+            .filter(|pod| {
+                self.input
+                    .nodes
+                    .get(pod)
+                    .and_then(NodeObservation::report)
+                    .is_some_and(|r| {
+                        !r.members
+                            .iter()
+                            .any(|m| m.node_id == victim && m.state == NodeState::Left)
+                    })
+            })
+            .collect()
     }
 
     /// After a finished decommission, do not start anything else in the same reconcile.
@@ -909,6 +955,9 @@ impl<'a> Planner<'a> {
             baseline_completed_unix_ms: None,
             nodes_done: Vec::new(),
             started_at: Some(crate::time::from_unix_ms(now)),
+            failures: 0,
+            retry_after_unix_ms: None,
+            message: None,
         };
         let call = self.ask_repair(&mut progress);
         let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
@@ -963,10 +1012,52 @@ impl<'a> Planner<'a> {
                 _ => false,
             };
         if !node_done {
-            // Not asked yet, or idle without having completed since we asked (the
-            // request was lost, the node restarted, or the run failed): ask (again).
-            let call = self.ask_repair(&mut progress);
             let node = progress.node.clone();
+            let now = self.input.now_unix_ms;
+            // The run we asked for ended without completing every range (a
+            // replica was down, say): wait before the next attempt instead of
+            // re-running a full repair on every reconcile.
+            if let Some(r) = report
+                && !r.repair.running
+                && progress.repair_id != 0
+                && i64::try_from(r.repair.repair_id).ok() == Some(progress.repair_id)
+                && !r.repair.last_error.is_empty()
+            {
+                progress.failures += 1;
+                progress.repair_id = 0;
+                let backoff = repair_backoff(progress.failures);
+                progress.retry_after_unix_ms =
+                    Some(now.saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(0)));
+                progress.message = Some(r.repair.last_error.clone());
+                self.events.push(
+                    PlannedEvent::warning(
+                        "RepairFailed",
+                        format!(
+                            "anti-entropy on {node} did not complete ({}); retrying in {}s",
+                            r.repair.last_error,
+                            backoff.as_secs()
+                        ),
+                    )
+                    .pod(&node),
+                );
+                let mut p = self.finish(Activity::Repairing { zone, node }, backoff);
+                p.repair = Some(progress);
+                return p;
+            }
+            if let Some(t) = progress.retry_after_unix_ms
+                && now < t
+            {
+                let wait = Duration::from_millis(u64::try_from(t - now).unwrap_or(0));
+                let mut p = self.finish(Activity::Repairing { zone, node }, wait);
+                p.repair = Some(progress);
+                return p;
+            }
+            // Not asked yet, or idle without having completed since we asked (the
+            // request was lost, the node restarted, the backoff is over): ask (again).
+            let call = self.ask_repair(&mut progress);
+            if call.is_some() {
+                progress.retry_after_unix_ms = None;
+            }
             let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
             p.admin = call;
             p.repair = Some(progress);
@@ -992,6 +1083,9 @@ impl<'a> Planner<'a> {
                 progress.repair_id = 0;
                 progress.node_started_unix_ms = self.input.now_unix_ms;
                 progress.baseline_completed_unix_ms = None;
+                progress.failures = 0;
+                progress.retry_after_unix_ms = None;
+                progress.message = None;
                 let call = self.ask_repair(&mut progress);
                 let mut p = self.finish(Activity::Repairing { zone, node }, REQUEUE_BUSY);
                 p.admin = call;
@@ -1013,6 +1107,14 @@ impl<'a> Planner<'a> {
             }
         }
     }
+}
+
+/// Wait after the `failures`-th failed repair run of a node in a row.
+fn repair_backoff(failures: i32) -> Duration {
+    let doublings = u32::try_from(failures.saturating_sub(1))
+        .unwrap_or(0)
+        .min(5);
+    (Duration::from_secs(30) * 2u32.pow(doublings)).min(Duration::from_secs(600))
 }
 
 fn sum(v: &[i32]) -> i32 {

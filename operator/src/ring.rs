@@ -110,12 +110,14 @@ impl From<&pb::DecommissionStatus> for DecommissionReport {
 }
 
 /// Anti-entropy state of one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RepairReport {
     pub running: bool,
     pub repair_id: u64,
     /// Unix ms of the last repair that completed every range; 0 = never.
     pub last_completed_unix_ms: u64,
+    /// Why the last repair did not complete every range (empty if it did).
+    pub last_error: String,
 }
 
 /// A node's answer to `Admin.Status`.
@@ -151,6 +153,7 @@ impl From<&pb::StatusResponse> for NodeReport {
                     running: r.running,
                     repair_id: r.repair_id,
                     last_completed_unix_ms: r.last_completed_unix_ms,
+                    last_error: r.last_error.clone(),
                 })
                 .unwrap_or_default(),
         }
@@ -224,7 +227,8 @@ mod tests {
             RepairReport {
                 running: true,
                 repair_id: 7,
-                last_completed_unix_ms: 5
+                last_completed_unix_ms: 5,
+                last_error: String::new(),
             }
         );
         assert_eq!(NodeState::from_proto(42), NodeState::Unknown);

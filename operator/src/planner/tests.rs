@@ -492,6 +492,51 @@ fn a_left_node_is_removed_and_only_then() {
 }
 
 #[test]
+fn a_left_node_stays_until_the_others_have_heard_it_left() {
+    let mut w = World::new(&[2, 2, 2]);
+    w.spec.replicas = 3;
+    in_flight(&mut w, "kv-zone-c-1", "zone-c");
+    leaving(&mut w, "kv-zone-c-1", DecommissionPhase::Done, 10);
+    // kv-zone-a-0's gossip view still has the victim LEAVING.
+    let all = [
+        "kv-zone-a-0",
+        "kv-zone-a-1",
+        "kv-zone-b-0",
+        "kv-zone-b-1",
+        "kv-zone-c-0",
+        "kv-zone-c-1",
+    ];
+    w.node_mut("kv-zone-a-0").members = all
+        .iter()
+        .map(|id| Member {
+            node_id: (*id).into(),
+            zone: String::new(),
+            state: if *id == "kv-zone-c-1" {
+                NodeState::Leaving
+            } else {
+                NodeState::Normal
+            },
+            alive: true,
+        })
+        .collect();
+    let p = w.plan();
+    assert_eq!(replicas(&p), vec![2, 2, 2], "the pod must keep gossiping");
+    assert_eq!(p.admin, None);
+    assert!(
+        matches!(&p.activity, Activity::Waiting { reason: "LeftNotGossiped", message, .. } if message.contains("until kv-zone-a-0 see")),
+        "{:?}",
+        p.activity
+    );
+    assert_eq!(p.decommission.as_ref().unwrap().phase, "Done");
+    // An unreachable node does not block: it learns from the others.
+    w.nodes.insert(
+        "kv-zone-a-0".into(),
+        NodeObservation::Unreachable("timeout".into()),
+    );
+    assert_eq!(replicas(&w.plan()), vec![2, 2, 1]);
+}
+
+#[test]
 fn a_failed_decommission_is_resumed_not_abandoned() {
     let mut w = World::new(&[2, 2, 2]);
     w.spec.replicas = 3;
@@ -818,6 +863,7 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
         running: false,
         repair_id: 4,
         last_completed_unix_ms: 100,
+        last_error: String::new(),
     };
     let p = w.plan();
     let call_a0 = AdminCall::Repair {
@@ -838,6 +884,7 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
         running: true,
         repair_id: 5,
         last_completed_unix_ms: 100,
+        last_error: String::new(),
     };
     let p = w.plan();
     assert_eq!(p.admin, None);
@@ -848,6 +895,7 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
         running: false,
         repair_id: 5,
         last_completed_unix_ms: 100,
+        last_error: String::new(),
     };
     let p = w.plan();
     assert_eq!(p.admin, Some(call_a0));
@@ -862,11 +910,13 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
         running: false,
         repair_id: 6,
         last_completed_unix_ms: 200,
+        last_error: String::new(),
     };
     w.node_mut("kv-zone-a-1").repair = RepairReport {
         running: false,
         repair_id: 1,
         last_completed_unix_ms: 50,
+        last_error: String::new(),
     };
     let p = w.plan();
     assert_eq!(
@@ -887,11 +937,73 @@ fn repair_runs_zone_by_zone_one_node_at_a_time() {
         running: false,
         repair_id: 2,
         last_completed_unix_ms: 51,
+        last_error: String::new(),
     };
     let p = w.plan();
     assert_eq!(p.repaired_zone.as_deref(), Some("zone-a"));
     assert_eq!(p.repair, None);
     assert_eq!(reasons(&p), vec!["ZoneRepaired"]);
+}
+
+#[test]
+fn a_failed_repair_run_backs_off_and_says_why() {
+    let mut w = World::new(&[1, 1, 1]);
+    w.spec.repair.interval = "1h".into();
+    w.created = 0;
+    w.now = 2 * HOUR;
+    let p = w.plan();
+    let call = AdminCall::Repair {
+        node: "kv-zone-a-0".into(),
+        zone: "zone-a".into(),
+    };
+    assert_eq!(p.admin, Some(call.clone()));
+    let mut progress = p.repair.unwrap();
+    progress.repair_id = 5;
+    w.status.repair = Some(progress);
+    let failed = |w: &mut World, id: u64| {
+        w.node_mut("kv-zone-a-0").repair = RepairReport {
+            running: false,
+            repair_id: id,
+            last_completed_unix_ms: 0,
+            last_error: "64 range(s) not repaired; first: kv-zone-c-1: down".into(),
+        };
+    };
+    // Our run ended with an error: no new run now, a warning, and a retry time.
+    failed(&mut w, 5);
+    let p = w.plan();
+    assert_eq!(p.admin, None, "no full repair again on every reconcile");
+    assert_eq!(reasons(&p), vec!["RepairFailed"]);
+    assert_eq!(p.requeue, Duration::from_secs(30));
+    let progress = p.repair.clone().unwrap();
+    assert_eq!(progress.failures, 1);
+    assert_eq!(progress.retry_after_unix_ms, Some(w.now + 30_000));
+    assert!(
+        progress
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("kv-zone-c-1: down")
+    );
+    w.status.repair = Some(progress);
+    // Still the same failed report: waits, without repeating the event.
+    w.now += 29_000;
+    let p = w.plan();
+    assert_eq!(p.admin, None);
+    assert!(p.events.is_empty());
+    // Backoff over: asked again.
+    w.now += 2_000;
+    let p = w.plan();
+    assert_eq!(p.admin, Some(call));
+    let mut progress = p.repair.unwrap();
+    assert_eq!(progress.retry_after_unix_ms, None);
+    progress.repair_id = 6;
+    w.status.repair = Some(progress);
+    // Fails again: the wait doubles.
+    failed(&mut w, 6);
+    let p = w.plan();
+    assert_eq!(p.repair.as_ref().unwrap().failures, 2);
+    assert_eq!(p.requeue, Duration::from_secs(60));
+    assert_eq!(repair_backoff(9), Duration::from_secs(600), "capped");
 }
 
 #[test]
@@ -904,6 +1016,7 @@ fn a_repair_request_never_received_is_sent_again() {
         running: false,
         repair_id: 0,
         last_completed_unix_ms: 7,
+        last_error: String::new(),
     };
     for baseline in [None, Some(7)] {
         w.status.repair = Some(RepairProgress {
@@ -914,6 +1027,9 @@ fn a_repair_request_never_received_is_sent_again() {
             baseline_completed_unix_ms: baseline,
             nodes_done: vec![],
             started_at: None,
+            failures: 0,
+            retry_after_unix_ms: None,
+            message: None,
         });
         let p = w.plan();
         assert_eq!(
