@@ -429,6 +429,13 @@ impl RunningNode {
                 abort.abort();
             }
         }
+        // A node that has left keeps gossiping a few rounds so its LEFT state
+        // reaches the others: stopped right after decommission, it would stay
+        // LEAVING (down, still owning ranges) in their rings.
+        if self.membership.local().state == NodeState::Left.to_proto() as i32 {
+            let linger = (self.config.gossip_interval * 5).min(Duration::from_secs(10));
+            tokio::time::sleep(linger).await;
+        }
         self.membership.shutdown();
         if let Err(e) = self.coordinator.store().close().await {
             tracing::warn!(error = %e, "closing storage");
