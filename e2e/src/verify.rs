@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{ProcessCluster, live_values};
 use crate::history::{History, version_of};
+use ringkv_client::Client;
 
 /// How many running nodes hold, for `key`, a live version `>= at_least`.
 pub async fn holders(c: &ProcessCluster, key: &str, at_least: u64) -> usize {
@@ -68,11 +69,19 @@ pub async fn acknowledged_writes_readable(
     hist: &History,
     r: &str,
 ) -> Vec<String> {
+    match c.client(via).await {
+        Ok(client) => acknowledged_writes_readable_with(client, hist, r).await,
+        Err(e) => vec![format!("cannot connect to node {via}: {e}")],
+    }
+}
+
+/// [`acknowledged_writes_readable`] through any client (a Service, say).
+pub async fn acknowledged_writes_readable_with(
+    mut client: Client,
+    hist: &History,
+    r: &str,
+) -> Vec<String> {
     let mut bad = Vec::new();
-    let mut client = match c.client(via).await {
-        Ok(cl) => cl,
-        Err(e) => return vec![format!("cannot connect to node {via}: {e}")],
-    };
     for (k, (acked, attempted)) in hist.expected() {
         let Some(v) = acked else { continue };
         match client.get_with(&k, r).await {

@@ -1,0 +1,659 @@
+//! The operator driving real nodes, without Kubernetes: the kind suite's
+//! scenario on this machine.
+//!
+//! The real `reconcile` runs against the in-memory API server of the
+//! operator's own tests (`operator/tests/it/fake_api.rs`). A small local
+//! "kubelet" plays the StatefulSet controller, the kubelet and cluster DNS:
+//! for every StatefulSet ordinal below `spec.replicas` it runs a real node
+//! process from the pod template, exactly as the container would run —
+//! the template's command and env (field refs and `$(VAR)`s expanded), the
+//! ConfigMap the operator wrote mounted as the node's config file, the PVC a
+//! directory that survives pod restarts. What differs, and why:
+//! - pods share loopback, so every node listens on port 0 (env overrides the
+//!   config file's fixed ports) and the peer Service's DNS name resolves to
+//!   the gossip addresses the running pods published;
+//! - readiness is the template's readiness probe path, fetched once per tick;
+//! - a pod removed by a scale-down gets its preStop (Drain) and SIGTERM; the
+//!   kubelet records it as a violation if the node had not reached LEFT —
+//!   that pod's data would be lost in a real cluster.
+//!
+//! Scenario: a 3-zone KVCluster is created, two writers write through pods
+//! that stay, the cluster scales 3 -> 6, a pod is killed mid-traffic (and
+//! restarted on its volume), a repair cycle is due, the cluster scales back
+//! 6 -> 3, and then every acknowledged write must be readable.
+
+#[allow(dead_code)]
+#[path = "../../operator/tests/it/fake_api.rs"]
+mod fake_api;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fake_api::{FakeApi, Timeline};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use ringkv_client::{Admin, Client};
+use ringkv_e2e::cluster::{Endpoints, read_endpoints};
+use ringkv_e2e::history::History;
+use ringkv_e2e::verify;
+use ringkv_e2e::workload::Writer;
+use ringkv_operator::admin::{AdminPool, Resolver};
+use ringkv_operator::controller::{Context, Settings, reconcile};
+use ringkv_operator::crd::{KVCluster, Phase};
+use ringkv_operator::metrics::Metrics;
+use ringkv_proto::v1::NodeState;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringkv-e2e-node");
+const NS: &str = "db";
+const NAME: &str = "kv";
+const ZONES: [&str; 3] = ["zone-a", "zone-b", "zone-c"];
+
+/// A pod (its volume, a directory named after it, outlives its process).
+struct Pod {
+    child: Option<Child>,
+    endpoints: Option<Endpoints>,
+    ready: bool,
+}
+
+/// StatefulSet controller + kubelet + DNS for one namespace, on loopback.
+struct Kubelet {
+    root: tempfile::TempDir,
+    pods: BTreeMap<String, Pod>,
+    /// Pods removed by a scale-down before their node reported LEFT.
+    violations: Vec<String>,
+    /// Pods removed by a scale-down, in order.
+    removed: Vec<String>,
+    /// Published for the operator's Admin resolver: pod -> host:port.
+    admin_addrs: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        for p in self.pods.values_mut() {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling a child process we own.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// GET `path` over HTTP/1.0; true on a 200.
+async fn http_ok(addr: &str, path: &str) -> bool {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(buf[..n].starts_with(b"HTTP/1.0 200") || buf[..n].starts_with(b"HTTP/1.1 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// `$(VAR)` expansion as the kubelet does it: earlier vars only, unknown
+/// references left as written.
+fn expand(value: &str, vars: &[(String, String)]) -> String {
+    let mut out = value.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
+impl Kubelet {
+    fn new() -> Self {
+        Kubelet {
+            root: tempfile::tempdir().unwrap(),
+            pods: BTreeMap::new(),
+            violations: Vec::new(),
+            removed: Vec::new(),
+            admin_addrs: Arc::default(),
+        }
+    }
+
+    fn resolver(&self) -> Resolver {
+        let addrs = self.admin_addrs.clone();
+        Arc::new(move |a| {
+            addrs
+                .lock()
+                .unwrap()
+                .get(&a.pod)
+                .cloned()
+                // Nothing listens there: the pod does not run (yet).
+                .unwrap_or_else(|| "127.0.0.1:1".into())
+        })
+    }
+
+    fn endpoints(&self, pod: &str) -> Endpoints {
+        self.pods[pod].endpoints.clone().expect("pod started")
+    }
+
+    /// What the peer Service's DNS name resolves to: every running pod's gossip address.
+    fn peer_addrs(&self) -> Vec<String> {
+        self.pods
+            .values()
+            .filter(|p| p.child.is_some())
+            .filter_map(|p| p.endpoints.as_ref().map(|e| e.gossip.clone()))
+            .collect()
+    }
+
+    /// The environment of the template's container for `pod`, resolved.
+    fn pod_env(
+        &self,
+        container: &Value,
+        pod: &str,
+        mounts: &BTreeMap<String, PathBuf>,
+    ) -> Vec<(String, String)> {
+        let peers_dns = format!("{NAME}-peers.{NS}.svc.cluster.local");
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.name") => pod.to_string(),
+                Some("metadata.namespace") => NS.to_string(),
+                Some(other) => panic!("field ref {other} not emulated"),
+                None => expand(e["value"].as_str().unwrap_or(""), &vars),
+            };
+            // Volumes: a path under a mount is the host directory behind it.
+            let under = mounts
+                .iter()
+                .filter(|(m, _)| value == **m || value.starts_with(&format!("{m}/")))
+                .max_by_key(|(m, _)| m.len());
+            let mut value = match under {
+                Some((m, host)) => format!("{}{}", host.display(), &value[m.len()..]),
+                None => value,
+            };
+            // DNS: the pod's own name, and the headless peer Service.
+            if value == format!("{pod}.{peers_dns}") {
+                value = "127.0.0.1".into();
+            } else if value.starts_with(&format!("{peers_dns}:")) {
+                value = self.peer_addrs().join(",");
+            }
+            vars.push((name, value));
+        }
+        // The pod network: one loopback shared by every pod.
+        for v in ["GOSSIP", "INTERNODE", "GRPC", "HTTP"] {
+            vars.push((format!("RINGKV_LISTEN_{v}"), "127.0.0.1:0".into()));
+        }
+        vars
+    }
+
+    fn start_pod(&mut self, sts: &Value, pod: &str, config: &BTreeMap<String, String>) {
+        let volume = self.root.path().join(pod);
+        let tmp = self.root.path().join(format!("{pod}-tmp"));
+        let config_dir = self.root.path().join(format!("{pod}-config"));
+        for d in [&volume, &tmp, &config_dir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for (file, body) in config {
+            std::fs::write(config_dir.join(file), body).unwrap();
+        }
+        let spec = &sts["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let mut mounts = BTreeMap::new();
+        for m in container["volumeMounts"].as_array().into_iter().flatten() {
+            let host = match m["name"].as_str().unwrap() {
+                "data" => volume.clone(),
+                "config" => config_dir.clone(),
+                "tmp" => tmp.clone(),
+                other => panic!("volume {other} not emulated"),
+            };
+            mounts.insert(m["mountPath"].as_str().unwrap().to_string(), host);
+        }
+        let command: Vec<&str> = container["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(command, ["ringkv-node"], "the image's node binary");
+        let env = self.pod_env(container, pod, &mounts);
+        let _ = std::fs::remove_file(volume.join("endpoints.json"));
+        self.admin_addrs.lock().unwrap().remove(pod);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("{pod}.log")))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RINGKV_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // The pod's address is in DNS once it runs (publishNotReadyAddresses):
+        // wait for the ports it bound, so pods started after it can seed from it.
+        let until = Instant::now() + Duration::from_secs(60);
+        let endpoints = loop {
+            if let Some(e) = read_endpoints(&volume, None) {
+                break Some(e);
+            }
+            if Instant::now() > until {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Some(e) = &endpoints {
+            let hostport = e.admin.trim_start_matches("http://").to_string();
+            self.admin_addrs
+                .lock()
+                .unwrap()
+                .insert(pod.to_string(), hostport);
+        }
+        self.pods.insert(
+            pod.to_string(),
+            Pod {
+                child: Some(child),
+                endpoints,
+                ready: false,
+            },
+        );
+    }
+
+    fn log_tail(&self, pod: &str) -> String {
+        let t = std::fs::read_to_string(self.root.path().join(format!("{pod}.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Scale-down: preStop, SIGTERM, then the pod is gone.
+    async fn remove_pod(&mut self, pod: &str) {
+        let Some(mut p) = self.pods.remove(pod) else {
+            return;
+        };
+        self.admin_addrs.lock().unwrap().remove(pod);
+        self.removed.push(pod.to_string());
+        if let Some(e) = &p.endpoints {
+            let state = match Admin::connect(&e.admin).await {
+                Ok(mut a) => {
+                    let s = a.status().await.map(|s| s.state());
+                    let _ = a.drain().await; // the preStop hook
+                    s.ok()
+                }
+                Err(_) => None,
+            };
+            if state != Some(NodeState::Left) {
+                self.violations
+                    .push(format!("{pod} removed while {state:?}: its data was lost"));
+            }
+            // Removed before the others heard it left, it would stay LEAVING
+            // (down, still owning ranges) in their rings for good.
+            for (other, q) in &self.pods {
+                let Some(e) = q.endpoints.as_ref().filter(|_| q.child.is_some()) else {
+                    continue;
+                };
+                let seen = match Admin::connect(&e.admin).await {
+                    Ok(mut a) => a.status().await.ok().and_then(|s| {
+                        s.members
+                            .iter()
+                            .find(|m| m.node_id == pod)
+                            .map(|m| m.state())
+                    }),
+                    Err(_) => continue,
+                };
+                if seen.is_some_and(|s| s != NodeState::Left) {
+                    self.violations
+                        .push(format!("{pod} removed while {other} still saw it {seen:?}"));
+                }
+            }
+        }
+        if let Some(mut c) = p.child.take() {
+            signal(&c, libc::SIGTERM);
+            let until = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The pod's container died: the kubelet restarts it on the same volume.
+    fn crashed(&mut self, pod: &str) -> bool {
+        let p = self.pods.get_mut(pod).unwrap();
+        match p.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => false,
+            _ => {
+                p.child = None;
+                true
+            }
+        }
+    }
+
+    /// Kill a pod's process (`kubectl delete pod --force`); the next step
+    /// restarts it on its volume, as the StatefulSet would.
+    fn kill(&mut self, pod: &str) {
+        let p = self.pods.get_mut(pod).unwrap();
+        if let Some(mut c) = p.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        p.ready = false;
+    }
+
+    /// One pass of the StatefulSet controller and the kubelet.
+    async fn step(&mut self, api: &FakeApi) {
+        let config: BTreeMap<String, String> = api
+            .get("configmaps", NS, &format!("{NAME}-config"))
+            .and_then(|cm| serde_json::from_value(cm["data"].clone()).ok())
+            .unwrap_or_default();
+        for sts in api.list("statefulsets", NS) {
+            let name = sts["metadata"]["name"].as_str().unwrap().to_string();
+            let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
+            let ordinal = |p: &str| {
+                p.strip_prefix(&format!("{name}-"))
+                    .and_then(|o| o.parse::<i64>().ok())
+            };
+            // Scale-down removes the highest ordinals first.
+            let mut doomed: Vec<String> = self
+                .pods
+                .keys()
+                .filter(|p| ordinal(p).is_some_and(|o| o >= replicas))
+                .cloned()
+                .collect();
+            doomed.sort_by_key(|p| std::cmp::Reverse(ordinal(p)));
+            for p in doomed {
+                self.remove_pod(&p).await;
+            }
+            // Ordered start: the next ordinal only once the previous is ready.
+            for o in 0..replicas {
+                let pod = format!("{name}-{o}");
+                let running = self.pods.contains_key(&pod) && !self.crashed(&pod);
+                if !running {
+                    self.start_pod(&sts, &pod, &config);
+                    break;
+                }
+                if !self.pods[&pod].ready {
+                    break;
+                }
+            }
+            let probe = sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+                ["httpGet"]["path"]
+                .as_str()
+                .unwrap_or("/readyz")
+                .to_string();
+            let mut ready = 0;
+            for o in 0..replicas {
+                let pod = format!("{name}-{o}");
+                let Some(p) = self.pods.get_mut(&pod) else {
+                    continue;
+                };
+                p.ready = match &p.endpoints {
+                    Some(e) if p.child.is_some() => http_ok(&e.http, &probe).await,
+                    _ => false,
+                };
+                ready += i64::from(p.ready);
+            }
+            let revision = sts
+                .pointer("/metadata/annotations/ringkv.io~1template-hash")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let generation = sts["metadata"]["generation"].as_i64().unwrap_or(1);
+            let have = (0..replicas)
+                .filter(|o| self.pods.contains_key(&format!("{name}-{o}")))
+                .count();
+            api.update("statefulsets", NS, &name, |o| {
+                o["status"] = json!({
+                    "replicas": have,
+                    "readyReplicas": ready,
+                    "updatedReplicas": have,
+                    "currentRevision": revision,
+                    "updateRevision": revision,
+                    "observedGeneration": generation,
+                });
+            });
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct World {
+    api: FakeApi,
+    kubelet: Kubelet,
+    ctx: Arc<Context>,
+    /// Added to the operator's clock, to make a repair cycle due now.
+    clock_offset: Arc<AtomicI64>,
+    kvcs: Api<KVCluster>,
+}
+
+impl World {
+    async fn new(spec: Value) -> Self {
+        let api = FakeApi::new(Timeline::default());
+        let kubelet = Kubelet::new();
+        let admin = AdminPool::with_resolver(kubelet.resolver(), Duration::from_secs(5));
+        let settings = Settings {
+            default_image: "ringkv:local".into(),
+            ..Settings::default()
+        };
+        let mut ctx = Context::new(api.client(), admin, settings, Arc::new(Metrics::default()));
+        let clock_offset = Arc::new(AtomicI64::new(0));
+        let off = clock_offset.clone();
+        ctx.clock = Arc::new(move || unix_ms() + off.load(Ordering::SeqCst));
+        let kvcs: Api<KVCluster> = Api::namespaced(api.client(), NS);
+        let kvc: KVCluster =
+            serde_json::from_value(json!({"metadata": {"name": NAME}, "spec": spec})).unwrap();
+        kvcs.create(&PostParams::default(), &kvc).await.unwrap();
+        World {
+            api,
+            kubelet,
+            ctx: Arc::new(ctx),
+            clock_offset,
+            kvcs,
+        }
+    }
+
+    async fn get(&self) -> KVCluster {
+        self.kvcs.get(NAME).await.unwrap()
+    }
+
+    /// Reconcile and step the world until `done` holds, at most `secs`.
+    async fn run_until(&mut self, what: &str, secs: u64, done: impl Fn(&KVCluster) -> bool) {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let kvc = self.get().await;
+            if done(&kvc) {
+                return;
+            }
+            if Instant::now() > until {
+                let logs: Vec<String> = self
+                    .kubelet
+                    .pods
+                    .keys()
+                    .map(|p| format!("--- {p}\n{}", self.kubelet.log_tail(p)))
+                    .collect();
+                panic!(
+                    "{what}: not reached in {secs} s; status {:#?}\n{}",
+                    kvc.status,
+                    logs.join("\n")
+                );
+            }
+            reconcile(Arc::new(kvc), self.ctx.clone())
+                .await
+                .expect("reconcile failed");
+            self.kubelet.step(&self.api).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn scale(&self, replicas: i32) {
+        self.kvcs
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Running with `n` nodes, all ready, every member NORMAL and alive.
+fn settled(n: i32) -> impl Fn(&KVCluster) -> bool {
+    move |k| {
+        k.status.as_ref().is_some_and(|s| {
+            s.phase == Phase::Running
+                && s.replicas == n
+                && s.ready_replicas == n
+                && s.decommission.is_none()
+                && s.members.iter().filter(|m| m.state != "left").count() == n as usize
+                && s.members
+                    .iter()
+                    .filter(|m| m.state != "left")
+                    .all(|m| m.state == "normal" && m.alive)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_scales_real_nodes_3_6_3_without_losing_a_write() {
+    let started = Instant::now();
+    let mut w = World::new(json!({
+        "replicas": 3,
+        "zones": ZONES.iter().map(|z| json!({"name": z, "nodeLabelValue": z})).collect::<Vec<_>>(),
+        "replication": {"n": 3, "w": 2, "r": 2},
+        "vnodes": 32,
+        "repair": {"interval": "1h"}
+    }))
+    .await;
+    w.run_until("3 nodes running", 120, settled(3)).await;
+    println!("3 nodes settled after {:?}", started.elapsed());
+
+    // The nodes run with the settings the operator wrote into the ConfigMap.
+    let mut admin = Admin::connect(&w.kubelet.endpoints("kv-zone-a-0").admin)
+        .await
+        .unwrap();
+    let st = admin.status().await.unwrap();
+    let rep = st.replication.unwrap();
+    assert_eq!((rep.n, rep.w, rep.r), (3, 2, 2));
+    assert_eq!(st.zone, "zone-a");
+    assert_eq!(st.node_id, "kv-zone-a-0");
+
+    // Two writers through pods that stay for the whole test.
+    let hist = Arc::new(History::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = ["kv-zone-a-0", "kv-zone-c-0"]
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let writer = Writer {
+                name: format!("w{i}"),
+                endpoint: w.kubelet.endpoints(pod).grpc.clone(),
+                keys: 200,
+                pause: Duration::from_millis(5),
+            };
+            tokio::spawn(writer.run(hist.clone(), stop.clone()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 3 -> 6: one more node per zone.
+    w.scale(6).await;
+    w.run_until("6 nodes running", 240, settled(6)).await;
+    println!("6 nodes settled after {:?}", started.elapsed());
+    let kvc = w.get().await;
+    let zones = &kvc.status.as_ref().unwrap().zones;
+    assert!(
+        zones.iter().all(|z| z.ready_replicas == 2),
+        "balanced: {zones:?}"
+    );
+
+    // A pod is deleted mid-traffic; the StatefulSet brings it back on its volume.
+    w.kubelet.kill("kv-zone-b-0");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.run_until("kv-zone-b-0 back", 120, settled(6)).await;
+
+    // A repair cycle falls due: the operator runs it node by node.
+    w.clock_offset.store(
+        Duration::from_secs(2 * 3600).as_millis() as i64,
+        Ordering::SeqCst,
+    );
+    w.run_until("repair recorded for every zone", 240, |k| {
+        k.status.as_ref().is_some_and(|s| {
+            s.repair.is_none()
+                && s.zones.len() == 3
+                && s.zones.iter().all(|z| z.last_repair_time.is_some())
+        })
+    })
+    .await;
+    println!("repair cycle done after {:?}", started.elapsed());
+
+    // 6 -> 3: each removed node is decommissioned first.
+    w.scale(3).await;
+    w.run_until("back to 3 nodes", 480, settled(3)).await;
+    println!("3 nodes settled again after {:?}", started.elapsed());
+    let mut removed = w.kubelet.removed.clone();
+    removed.sort();
+    assert_eq!(removed, ["kv-zone-a-1", "kv-zone-b-1", "kv-zone-c-1"]);
+    assert!(
+        w.kubelet.violations.is_empty(),
+        "{:?}",
+        w.kubelet.violations
+    );
+    let zones: Vec<(String, i32)> = w
+        .get()
+        .await
+        .status
+        .unwrap()
+        .zones
+        .iter()
+        .map(|z| (z.name.clone(), z.ready_replicas))
+        .collect();
+    assert!(zones.iter().all(|(_, r)| *r == 1), "{zones:?}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in writers {
+        t.await.unwrap();
+    }
+    let (writes, failed) = hist.writes();
+    println!("{writes} writes ({failed} failed) across 3 -> 6 -> 3 and a pod deletion");
+    assert!(
+        writes > 500,
+        "too little traffic to mean anything: {writes}"
+    );
+
+    for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
+        let client = Client::connect(&w.kubelet.endpoints(pod).grpc)
+            .await
+            .unwrap();
+        let unreadable = verify::acknowledged_writes_readable_with(client, &hist, "quorum").await;
+        assert!(
+            unreadable.is_empty(),
+            "via {pod}: {:#?}",
+            &unreadable[..unreadable.len().min(10)]
+        );
+    }
+}
