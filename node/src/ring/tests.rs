@@ -189,7 +189,13 @@ proptest! {
         let after = Ring::new(remaining);
         let n = count as f64;
         let data = moved_replicas(&before, &after, seed ^ 2);
-        prop_assert!(data <= 1.5 / n, "moved {data:.3} of replicas > 1.5/{n}");
+        // What the victim stored has to move, and little else. That is about
+        // 1/n, except with uneven zones: the only node of its zone holds a
+        // replica of every key (1/3 of all replicas with N=3).
+        let victim_id = before.nodes()[gone].id.clone();
+        let share = before.ownership(3)[&victim_id] / 3.0;
+        let bound = 1.5 * share.max(1.0 / n);
+        prop_assert!(data <= bound, "moved {data:.3} of replicas > {bound:.3} (victim held {share:.3})");
         if zones == 1 {
             let moved = moved_fraction(&before, &after, seed ^ 2);
             prop_assert!(moved <= 1.5 / n, "moved {moved:.3} of primaries > 1.5/{n}");
