@@ -77,6 +77,35 @@ pub fn read_endpoints(dir: &Path, ip: Option<std::net::Ipv4Addr>) -> Option<Endp
     })
 }
 
+/// Waits (at most 60 s) until the node just started as `child` publishes
+/// what it bound in `dir`; the error says whether it exited or timed out.
+pub fn wait_endpoints(
+    dir: &Path,
+    ip: Option<std::net::Ipv4Addr>,
+    child: &mut Child,
+) -> Result<Endpoints, String> {
+    let until = deadline(60);
+    loop {
+        if let Some(e) = read_endpoints(dir, ip) {
+            return Ok(e);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("exited during start ({st})"));
+        }
+        if Instant::now() > until {
+            return Err("did not start in 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last 15 lines of a log file, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let t = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = t.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 /// Where a node answers.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -111,7 +140,7 @@ pub struct ProcessCluster {
     net: Option<Network>,
 }
 
-fn signal(child: &Child, sig: i32) {
+pub fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling a child process we own.
     unsafe {
         libc::kill(child.id() as i32, sig);
@@ -316,36 +345,25 @@ impl ProcessCluster {
         node.stopped = false;
         let node_dir = node.dir.clone();
         // Wait for the node to publish what it bound.
-        let until = deadline(60);
-        loop {
-            if let Some(e) = read_endpoints(&node_dir, self.net.as_ref().map(|n| n.ip(i))) {
+        let ip = self.net.as_ref().map(|n| n.ip(i));
+        let child = self.nodes[i].child.as_mut().expect("just spawned");
+        match wait_endpoints(&node_dir, ip, child) {
+            Ok(e) => {
                 self.nodes[i].endpoints = Some(e);
-                return Ok(());
+                Ok(())
             }
-            if let Some(c) = self.nodes[i].child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                self.nodes[i].child = None;
-                return Err(format!(
-                    "node {i} exited during start ({st}); log: {}",
-                    self.log_tail(i)
-                ));
+            Err(why) => {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.nodes[i].child = None;
+                }
+                Err(format!("node {i} {why}; log: {}", self.log_tail(i)))
             }
-            if Instant::now() > until {
-                return Err(format!(
-                    "node {i} did not start in 60 s; log: {}",
-                    self.log_tail(i)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, i: usize) -> String {
-        let t = std::fs::read_to_string(self.nodes[i].dir.join("process.log")).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        tail(&self.nodes[i].dir.join("process.log"))
     }
 
     /// SIGKILL node `i`.

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fake_api::{FakeApi, Timeline};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use ringkv_client::{Admin, Client};
-use ringkv_e2e::cluster::{Endpoints, read_endpoints};
+use ringkv_e2e::cluster::{Endpoints, signal, tail, wait_endpoints};
 use ringkv_e2e::history::History;
 use ringkv_e2e::verify;
 use ringkv_e2e::workload::Writer;
@@ -80,13 +80,6 @@ impl Drop for Kubelet {
                 let _ = c.wait();
             }
         }
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling a child process we own.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
     }
 }
 
@@ -239,7 +232,7 @@ impl Kubelet {
                 cmd.env_remove(k);
             }
         }
-        let child = cmd
+        let mut child = cmd
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -248,16 +241,8 @@ impl Kubelet {
             .unwrap();
         // The pod's address is in DNS once it runs (publishNotReadyAddresses):
         // wait for the ports it bound, so pods started after it can seed from it.
-        let until = Instant::now() + Duration::from_secs(60);
-        let endpoints = loop {
-            if let Some(e) = read_endpoints(&volume, None) {
-                break Some(e);
-            }
-            if Instant::now() > until {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        // A pod that did not come up is restarted by a later step.
+        let endpoints = wait_endpoints(&volume, None, &mut child).ok();
         if let Some(e) = &endpoints {
             let hostport = e.admin.trim_start_matches("http://").to_string();
             self.admin_addrs
@@ -276,10 +261,7 @@ impl Kubelet {
     }
 
     fn log_tail(&self, pod: &str) -> String {
-        let t = std::fs::read_to_string(self.root.path().join(format!("{pod}.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
+        tail(&self.root.path().join(format!("{pod}.log")))
     }
 
     /// Scale-down: preStop, SIGTERM, then the pod is gone.
