@@ -16,15 +16,16 @@ use crate::api::grpc::KeyValueService;
 use crate::api::internode::InternodeService;
 use crate::api::{ApiState, Gate};
 use crate::config::Config;
-use crate::coordinator::handoff::{self, HandoffSettings};
-use crate::coordinator::{Coordinator, HintStore, Settings, Topology};
+use crate::coordinator::{Coordinator, Settings};
 use crate::membership::{GossipOptions, Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
 use crate::repair::{Moves, Repairer};
+use crate::replica::handoff::{Handoff, HandoffSettings};
+use crate::replica::{HintStore, Replica, StorageError, Store};
 use crate::ring::{
-    Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens, load_tokens,
+    Ring, RingNode, SharedTopology, SplitMix64, TokenFileError, Topology, allocate_tokens,
+    load_or_create_tokens, load_tokens,
 };
-use crate::storage::{StorageError, Store};
 use crate::transport::{FaultInjector, InternodeClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,7 @@ pub struct RunningNode {
     pub addrs: BoundAddrs,
     pub faults: Arc<FaultInjector>,
     pub coordinator: Arc<Coordinator>,
+    pub replica: Arc<Replica>,
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
     pub repair: Arc<Repairer>,
@@ -119,9 +121,7 @@ fn claim_data_dir(dir: &Path, node_id: &str) -> Result<(), NodeError> {
     }
 }
 
-fn now_ms() -> u64 {
-    crate::coordinator::now_ms()
-}
+use crate::replica::now_ms;
 
 impl RunningNode {
     pub async fn start(config: Config, opts: NodeOptions) -> Result<RunningNode, NodeError> {
@@ -246,17 +246,30 @@ impl RunningNode {
         }
 
         let metrics = Arc::new(Metrics::new());
-        let client = InternodeClient::new(&config.node_id, faults.clone(), config.request_timeout);
-        let coordinator = Arc::new(Coordinator::new(
+        // The internode server accepts twice this per message.
+        let frame_limit = config.max_value_bytes + (256 << 10);
+        let client = InternodeClient::new(
             &config.node_id,
+            faults.clone(),
+            config.request_timeout,
+            frame_limit,
+        );
+        let replica = Arc::new(Replica::new(&config.node_id, store, hints, metrics.clone()));
+        let topology = Arc::new(SharedTopology::default());
+        topology.set(Topology::new(membership.view()));
+        let coordinator = Arc::new(Coordinator::new(
             Settings::from_config(&config),
-            store,
-            hints,
-            client,
-            metrics.clone(),
+            replica.clone(),
+            topology.clone(),
+            client.clone(),
         ));
-        coordinator.set_topology(Topology::new(membership.view()));
-        let repair = Repairer::new(coordinator.clone(), config.repair_rate);
+        let repair = Repairer::new(
+            replica.clone(),
+            topology.clone(),
+            client.clone(),
+            config.n,
+            config.repair_rate,
+        );
         let gate = Arc::new(Gate::default());
         if initial == NodeState::Left {
             gate.close();
@@ -279,19 +292,21 @@ impl RunningNode {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
-            coordinator.clone(),
+            topology.clone(),
             metrics.clone(),
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(handoff::run(
-            coordinator.clone(),
-            HandoffSettings {
+        let handoff = Handoff {
+            replica: replica.clone(),
+            topology: topology.clone(),
+            client: client.clone(),
+            settings: HandoffSettings {
                 max_hint_window: config.max_hint_window,
                 rate: config.hint_delivery_rate,
                 tick: config.gossip_interval.min(Duration::from_secs(1)),
             },
-            stop_rx.clone(),
-        )));
+        };
+        tasks.push(tokio::spawn(handoff.run(stop_rx.clone())));
         if let Some(every) = config.repair_interval {
             tasks.push(tokio::spawn(
                 repair.clone().schedule(every, stop_rx.clone()),
@@ -301,6 +316,7 @@ impl RunningNode {
         let state = ApiState {
             config: config.clone(),
             coord: coordinator.clone(),
+            replica: replica.clone(),
             membership: membership.clone(),
             metrics: metrics.clone(),
             gate,
@@ -311,7 +327,6 @@ impl RunningNode {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let frame_limit = config.max_value_bytes + (256 << 10);
 
         let internode = tonic::transport::Server::builder()
             .add_service(
@@ -397,6 +412,7 @@ impl RunningNode {
             addrs,
             faults,
             coordinator,
+            replica,
             membership,
             metrics,
             repair,
@@ -437,10 +453,10 @@ impl RunningNode {
             tokio::time::sleep(linger).await;
         }
         self.membership.shutdown();
-        if let Err(e) = self.coordinator.store().close().await {
+        if let Err(e) = self.replica.store().close().await {
             tracing::warn!(error = %e, "closing storage");
         }
-        if let Err(e) = self.coordinator.hints().close().await {
+        if let Err(e) = self.replica.hints().close().await {
             tracing::warn!(error = %e, "closing hints");
         }
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
@@ -534,10 +550,10 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
     (tokens, origin)
 }
 
-/// Rebuilds the coordinator's topology whenever the membership view changes.
+/// Rebuilds the shared topology whenever the membership view changes.
 async fn follow_membership(
     membership: Membership,
-    coord: Arc<Coordinator>,
+    topology: Arc<SharedTopology>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -548,7 +564,7 @@ async fn follow_membership(
         metrics
             .members_alive
             .set(view.members.iter().filter(|m| m.alive).count() as i64);
-        coord.set_topology(Topology::new(view));
+        topology.set(Topology::new(view));
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,

@@ -115,7 +115,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
     let stored: u64 = c
         .nodes
         .iter()
-        .map(|n| n.coordinator.hints().pending_total())
+        .map(|n| n.replica.hints().pending_total())
         .sum();
     assert!(stored > 0, "writes for the far side must leave hints");
 
@@ -125,7 +125,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
     eventually(LONG, "hints handed off", || async {
         c.nodes
             .iter()
-            .all(|n| n.coordinator.hints().pending_total() == 0)
+            .all(|n| n.replica.hints().pending_total() == 0)
     })
     .await;
     repair_all(&c).await;
@@ -171,7 +171,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
 /// Size of what node `i` stores (engine key + encoded record per key).
 async fn stored_bytes(c: &Cluster, i: usize) -> u64 {
     let mut total = 0;
-    let store = c.nodes[i].coordinator.store().clone();
+    let store = c.nodes[i].replica.store().clone();
     tokio::task::spawn_blocking(move || {
         store
             .scan_tokens_blocking(0, u64::MAX, |k, v| {
@@ -197,7 +197,7 @@ async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
     }
     // With three nodes at N=3 node 2 holds everything.
     eventually(LONG, "the third replica to have every write", || async {
-        c.nodes[2].coordinator.store().count().await.unwrap() == count
+        c.nodes[2].replica.store().count().await.unwrap() == count
     })
     .await;
     let missing = stored_bytes(&c, 2).await;
@@ -214,7 +214,7 @@ async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
         !r.running && r.last_completed_unix_ms > 0
     })
     .await;
-    assert_eq!(c.nodes[2].coordinator.store().count().await.unwrap(), count);
+    assert_eq!(c.nodes[2].replica.store().count().await.unwrap(), count);
     let r = c.nodes[2].status().repair.unwrap();
     assert!(
         r.bytes_streamed >= missing && r.bytes_streamed <= 2 * missing,

@@ -3,17 +3,23 @@
 //! Engine key = 8-byte big-endian ring token ++ user key, so one token range
 //! is one contiguous engine scan (Merkle trees and range streaming need that).
 //! Engine value = the encoded `Record`. Read-merge-write of one key runs under
-//! a striped lock so concurrent merges on a replica never lose an update.
-//! Engine calls block (fsync), so the async wrappers run them on the blocking
-//! pool.
+//! a striped async lock so concurrent merges on a replica never lose an
+//! update.
+//!
+//! Nothing on the request path leaves the async runtime: writes append to
+//! the engine on the calling task and await its group commit
+//! (`Db::write_async`), and reads answered from memtables, pinned filters
+//! or the block cache (`Db::get_cached`) stay on the task too. Only a read
+//! that must touch disk goes to the blocking pool.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bytes::Bytes;
-use parking_lot::Mutex;
-use ringkv_engine::{Db, Options, SyncPolicy};
+use ringkv_engine::{Cached, Db, Options, SyncPolicy, WriteBatch};
 
 use crate::config::SyncMode;
 use crate::ring::key_token;
@@ -22,6 +28,7 @@ use crate::version::Record;
 const STRIPES: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     #[error("storage engine: {0}")]
     Engine(#[from] ringkv_engine::Error),
@@ -29,6 +36,12 @@ pub enum StorageError {
     Corrupt(String),
     #[error("storage task failed: {0}")]
     Task(String),
+}
+
+impl From<StorageError> for tonic::Status {
+    fn from(e: StorageError) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
 }
 
 pub fn engine_key(key: &[u8]) -> Vec<u8> {
@@ -46,8 +59,21 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     db: Db,
-    stripes: Vec<Mutex<()>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
     grace_ms: u64,
+}
+
+fn stripe_of(ekey: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(ekey) as usize) % STRIPES
+}
+
+fn decode(bytes: Option<Vec<u8>>) -> Result<Option<Record>, StorageError> {
+    match bytes {
+        None => Ok(None),
+        Some(b) => Record::decode(&b)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt(e.to_string())),
+    }
 }
 
 impl Store {
@@ -69,52 +95,54 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
-                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 grace_ms: tombstone_grace.as_millis() as u64,
             }),
         })
     }
 
-    fn read_blocking(inner: &Inner, ekey: &[u8]) -> Result<Option<Record>, StorageError> {
-        match inner.db.get(ekey)? {
-            None => Ok(None),
-            Some(bytes) => Record::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(e.to_string())),
+    /// The engine value of `ekey`: from memory on this task when it can be,
+    /// else from disk on the blocking pool.
+    async fn get(&self, ekey: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.inner.db.get_cached(ekey)? {
+            Cached::Value(v) => Ok(v),
+            Cached::NeedsIo => {
+                let inner = self.inner.clone();
+                let ekey = ekey.to_vec();
+                tokio::task::spawn_blocking(move || inner.db.get(&ekey))
+                    .await
+                    .map_err(|e| StorageError::Task(e.to_string()))?
+                    .map_err(StorageError::from)
+            }
         }
     }
 
     /// This replica's record of `key`.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        let inner = self.inner.clone();
-        let ekey = engine_key(key);
-        tokio::task::spawn_blocking(move || Self::read_blocking(&inner, &ekey))
-            .await
-            .map_err(|e| StorageError::Task(e.to_string()))?
+        decode(self.get(&engine_key(key)).await?)
     }
 
     /// Atomically replaces the record of `key` with `f(current)` and returns
-    /// what was written. `f` runs under the key's lock.
+    /// what was written (durable, per the sync mode, when this returns).
+    /// `f` runs under the key's lock.
     pub async fn update<F>(&self, key: &[u8], f: F) -> Result<Record, StorageError>
     where
-        F: FnOnce(Option<Record>) -> Record + Send + 'static,
+        F: FnOnce(Option<Record>) -> Record,
     {
-        let inner = self.inner.clone();
         let ekey = engine_key(key);
-        tokio::task::spawn_blocking(move || {
-            let stripe = (xxhash_rust::xxh3::xxh3_64(&ekey) as usize) % STRIPES;
-            let _g = inner.stripes[stripe].lock();
-            let current = Self::read_blocking(&inner, &ekey)?;
-            let next = f(current.clone());
-            if current.as_ref() != Some(&next) {
-                inner
-                    .db
-                    .put_expiring(&ekey, &next.encode(), next.engine_expiry(inner.grace_ms))?;
-            }
-            Ok(next)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
+        let _g = self.inner.stripes[stripe_of(&ekey)].lock().await;
+        let current = decode(self.get(&ekey).await?)?;
+        let next = f(current.clone());
+        if current.as_ref() != Some(&next) {
+            let mut b = WriteBatch::new();
+            b.put_expiring(
+                &ekey,
+                &next.encode(),
+                next.engine_expiry(self.inner.grace_ms),
+            );
+            self.inner.db.write_async(b).await?;
+        }
+        Ok(next)
     }
 
     /// Merges `incoming` into this replica's record (the version sync).
@@ -134,50 +162,48 @@ impl Store {
         if items.is_empty() {
             return Ok(0);
         }
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut stripes: Vec<usize> = items
-                .iter()
-                .map(|(k, _)| (xxhash_rust::xxh3::xxh3_64(&engine_key(k)) as usize) % STRIPES)
-                .collect();
-            stripes.sort_unstable();
-            stripes.dedup();
-            let _guards: Vec<_> = stripes.iter().map(|&i| inner.stripes[i].lock()).collect();
-            // Later items for the same key merge into earlier results.
-            let mut merged: std::collections::BTreeMap<Vec<u8>, Record> = Default::default();
-            let mut changed: std::collections::BTreeSet<Vec<u8>> = Default::default();
-            let mut bytes = 0u64;
-            for (k, rec) in items {
-                let ek = engine_key(&k);
-                bytes += k.len() as u64;
-                let cur = match merged.remove(&ek) {
-                    Some(r) => Some(r),
-                    None => Self::read_blocking(&inner, &ek)?,
-                };
-                let next = match &cur {
-                    Some(c) => c.merge(&rec),
-                    None => rec,
-                };
-                if cur.as_ref() != Some(&next) {
-                    changed.insert(ek.clone());
-                }
-                merged.insert(ek, next);
+        let mut stripes: Vec<usize> = items
+            .iter()
+            .map(|(k, _)| stripe_of(&engine_key(k)))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for &i in &stripes {
+            guards.push(self.inner.stripes[i].lock().await);
+        }
+        // Later items for the same key merge into earlier results.
+        let mut merged: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
+        let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut bytes = 0u64;
+        for (k, rec) in items {
+            let ek = engine_key(&k);
+            bytes += k.len() as u64;
+            let cur = match merged.remove(&ek) {
+                Some(r) => Some(r),
+                None => decode(self.get(&ek).await?)?,
+            };
+            let next = match &cur {
+                Some(c) => c.merge(&rec),
+                None => rec,
+            };
+            if cur.as_ref() != Some(&next) {
+                changed.insert(ek.clone());
             }
-            let mut batch = ringkv_engine::WriteBatch::new();
-            for (ek, rec) in &merged {
-                if changed.contains(ek) {
-                    let v = rec.encode();
-                    bytes += v.len() as u64;
-                    batch.put_expiring(ek, &v, rec.engine_expiry(inner.grace_ms));
-                }
+            merged.insert(ek, next);
+        }
+        let mut batch = WriteBatch::new();
+        for (ek, rec) in &merged {
+            if changed.contains(ek) {
+                let v = rec.encode();
+                bytes += v.len() as u64;
+                batch.put_expiring(ek, &v, rec.engine_expiry(self.inner.grace_ms));
             }
-            if !batch.is_empty() {
-                inner.db.write(batch)?;
-            }
-            Ok(bytes)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
+        }
+        if !batch.is_empty() {
+            self.inner.db.write_async(batch).await?;
+        }
+        Ok(bytes)
     }
 
     /// Visits, in token order, every stored (engine key, encoded record) whose
