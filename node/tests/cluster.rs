@@ -68,6 +68,37 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
     );
     // The outsider never stored the key itself.
     assert!(c.local_values(outsider, key.as_bytes()).await.is_empty());
+
+    // A write forwarded as often as allowed that still lands on a
+    // non-replica (rings disagree for a gossip round while a node joins or
+    // leaves) is taken there as a sloppy write, never refused.
+    let mut internode = ringkv_proto::v1::internode_client::InternodeClient::connect(format!(
+        "http://{}",
+        c.nodes[outsider].addrs.internode
+    ))
+    .await
+    .unwrap();
+    let got = get(&mut kv, &key).await;
+    let resp = internode
+        .coordinate_write(pb::CoordinateWriteRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: Some(b"after-two-hops".to_vec().into()),
+            context: got.context,
+            ttl_ms: 0,
+            w: String::new(),
+            hops: 2,
+        })
+        .await
+        .expect("a write at the hop limit is coordinated, not refused")
+        .into_inner();
+    assert!(resp.acks >= 2, "{resp:?}");
+    assert_eq!(values(&get(&mut kv, &key).await), vec!["after-two-hops"]);
+    assert!(
+        c.nodes[outsider]
+            .metrics
+            .encode()
+            .contains("ringkv_sloppy_writes_total 1")
+    );
     c.stop().await;
     latest_write_is_always_read(5).await;
 }

@@ -294,7 +294,7 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
                 .await
                 .unwrap();
             let mut round = 1u64;
-            let mut errors = 0;
+            let mut errors: Vec<String> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 for i in (0..600).step_by(7) {
                     let k = format!("k{i:04}");
@@ -304,7 +304,7 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
                         Ok(_) => {
                             latest.lock().insert(k, v);
                         }
-                        Err(_) => errors += 1,
+                        Err(e) => errors.push(format!("{k}: {e}")),
                     }
                 }
                 round += 1;
@@ -362,7 +362,10 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
 
     stop.store(true, Ordering::Relaxed);
     let errors = writer.await.unwrap();
-    assert_eq!(errors, 0, "writes failed during join/decommission");
+    assert!(
+        errors.is_empty(),
+        "writes failed during join/decommission: {errors:?}"
+    );
     eventually(LONG, "everyone to see node-2 LEFT", || async {
         [0, 1, 3].iter().all(|&i| {
             c.nodes[i]
