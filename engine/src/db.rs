@@ -39,7 +39,7 @@ use crate::record::{LogWriter, read_log};
 use crate::sst::bloom;
 use crate::sst::table::{BuildOptions, FileMeta, Probe, TableBuilder, TableIter};
 use crate::version::{NUM_LEVELS, SuperVersion, TableFile, Version, table_name, wal_name};
-use crate::write::Pipeline;
+use crate::write::{Commit, Pipeline};
 
 /// Rewrite the manifest as a snapshot when it grows past this.
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
@@ -558,6 +558,19 @@ impl Db {
         &self,
         batch: WriteBatch,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let append = self.append(batch);
+        async move { append.await?.await }
+    }
+
+    /// The first half of [`Db::write_async`]: appends the batch (in order
+    /// with every other write) and returns its [`Commit`], to be awaited
+    /// later. Until the commit completes the batch is invisible to readers
+    /// and not durable; the caller can do other work meanwhile (a replica
+    /// sends the write to its peers while its own fsync runs).
+    pub fn append(
+        &self,
+        batch: WriteBatch,
+    ) -> impl std::future::Future<Output = Result<Commit>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
             if let Some(m) = &batch.invalid {
@@ -567,9 +580,9 @@ impl Db {
                 return Err(Error::Closed);
             }
             if batch.is_empty() {
-                return Ok(());
+                return Ok(Commit::done(inner));
             }
-            crate::write::write_async(inner, batch).await
+            crate::write::append(inner, batch).await
         }
     }
 

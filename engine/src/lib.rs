@@ -46,3 +46,4 @@ pub use batch::{MAX_KEY_BYTES, MAX_VALUE_BYTES, WriteBatch};
 pub use db::{Cached, Db, Scan, Stats};
 pub use error::{Error, Result};
 pub use options::{Clock, Compression, ManualClock, Options, SyncPolicy, SystemClock};
+pub use write::Commit;

@@ -265,18 +265,49 @@ impl<F: Fn() -> Option<Result<()>> + Unpin> Future for Wait<'_, F> {
     }
 }
 
-/// `Db::write_async`: appends on the caller's task, then awaits the commit.
-pub(crate) async fn write_async(inner: Arc<Inner>, batch: WriteBatch) -> Result<()> {
+/// A batch appended to the memtable and the next WAL group, not yet
+/// committed; await it for the commit (durable under `SyncPolicy::Always`,
+/// visible to readers). Dropping it does not undo the write.
+#[must_use = "a write is acknowledged only once its commit completes"]
+pub struct Commit {
+    inner: Arc<Inner>,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commit").field("seq", &self.seq).finish()
+    }
+}
+
+impl Future for Commit {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let seq = self.seq;
+        let inner = &self.inner;
+        let mut wait = Wait {
+            waiters: &inner.pipeline.durable_waiters,
+            target: seq,
+            done: || inner.durable_or_failed(seq),
+        };
+        Pin::new(&mut wait).poll(cx)
+    }
+}
+
+impl Commit {
+    /// A commit that is already complete (nothing was appended).
+    pub(crate) fn done(inner: Arc<Inner>) -> Commit {
+        Commit { inner, seq: 0 }
+    }
+}
+
+/// `Db::append`: appends on the caller's task (waiting, without blocking a
+/// thread, while the memtable is rotated), and returns the commit to await.
+pub(crate) async fn append(inner: Arc<Inner>, batch: WriteBatch) -> Result<Commit> {
     loop {
         match inner.try_append(&batch)? {
-            Append::Seq(s) => {
-                return Wait {
-                    waiters: &inner.pipeline.durable_waiters,
-                    target: s,
-                    done: || inner.durable_or_failed(s),
-                }
-                .await;
-            }
+            Append::Seq(seq) => return Ok(Commit { inner, seq }),
             Append::NeedRoom(seen) => {
                 Wait {
                     waiters: &inner.pipeline.room_waiters,

@@ -129,3 +129,28 @@ async fn async_writes_after_close_are_refused() {
         Err(ringkv_engine::Error::Closed)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appended_batch_is_visible_once_committed_even_if_nobody_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts(64 << 20)).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(b"k1", b"v1");
+    let commit = db.append(b).await.unwrap();
+    // Not acknowledged yet; once it is, the value is there.
+    commit.await.unwrap();
+    assert_eq!(db.get(b"k1").unwrap(), Some(b"v1".to_vec()));
+    // A commit nobody awaits still happens, in order with later writes.
+    let mut b = WriteBatch::new();
+    b.put(b"k2", b"first");
+    drop(db.append(b).await.unwrap());
+    let mut b = WriteBatch::new();
+    b.put(b"k2", b"second");
+    db.write_async(b).await.unwrap();
+    assert_eq!(db.get(b"k2").unwrap(), Some(b"second".to_vec()));
+    drop(db);
+    let db = Db::open(dir.path(), opts(64 << 20)).unwrap();
+    assert_eq!(db.get(b"k2").unwrap(), Some(b"second".to_vec()));
+    // An empty batch commits at once.
+    db.append(WriteBatch::new()).await.unwrap().await.unwrap();
+}

@@ -212,16 +212,22 @@ impl RunningNode {
             NodeState::Joining if persisted.is_some() => AfterStart::Join,
             _ => AfterStart::Nothing,
         };
+        let mut start = crate::replica::writer::Start::Existing;
         if persisted.is_none() {
             let (tokens, origin) = choose_tokens(&config, &membership).await;
             let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             let state = match origin {
-                TokenOrigin::FirstNode => NodeState::Normal,
+                TokenOrigin::FirstNode => {
+                    start = crate::replica::writer::Start::New;
+                    NodeState::Normal
+                }
                 TokenOrigin::Adopted => {
+                    start = crate::replica::writer::Start::DataLost;
                     after_start = AfterStart::Repair;
                     NodeState::Normal
                 }
                 TokenOrigin::Allocated => {
+                    start = crate::replica::writer::Start::New;
                     crate::repair::moves::save_state(&config.data_dir, Some(NodeState::Joining))
                         .map_err(|source| NodeError::DataDir {
                             path: config.data_dir.clone(),
@@ -254,7 +260,22 @@ impl RunningNode {
             config.request_timeout,
             frame_limit,
         );
-        let replica = Arc::new(Replica::new(&config.node_id, store, hints, metrics.clone()));
+        let writer =
+            crate::replica::writer::writer_id(&config.data_dir, &config.node_id, start, now_ms())
+                .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        if writer != config.node_id {
+            tracing::info!(%writer, "the last stop was not clean: minting versions under a new writer id");
+        }
+        let replica = Arc::new(Replica::new(
+            &config.node_id,
+            &writer,
+            store,
+            hints,
+            metrics.clone(),
+        ));
         let topology = Arc::new(SharedTopology::default());
         topology.set(Topology::new(membership.view()));
         let coordinator = Arc::new(Coordinator::new(
@@ -453,11 +474,20 @@ impl RunningNode {
             tokio::time::sleep(linger).await;
         }
         self.membership.shutdown();
-        if let Err(e) = self.replica.store().close().await {
+        let stored = self.replica.store().close().await;
+        if let Err(e) = &stored {
             tracing::warn!(error = %e, "closing storage");
         }
-        if let Err(e) = self.replica.hints().close().await {
+        let hints_closed = self.replica.hints().close().await;
+        if let Err(e) = &hints_closed {
             tracing::warn!(error = %e, "closing hints");
+        }
+        // Everything this run minted is durable now (or the stop is unclean).
+        if stored.is_ok()
+            && hints_closed.is_ok()
+            && let Err(e) = crate::replica::writer::mark_clean(&self.config.data_dir)
+        {
+            tracing::warn!(error = %e, "recording a clean shutdown");
         }
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         tracing::info!(node = %self.config.node_id, "node stopped");

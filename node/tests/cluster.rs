@@ -762,6 +762,31 @@ async fn restart_keeps_tokens_and_data() {
     .await
     .unwrap();
     assert_eq!(values(&get(&mut kv, "durable").await), vec!["yes"]);
+    // A clean restart keeps minting under the node id.
+    assert_eq!(node.replica.writer_id(), "solo");
+    node.shutdown().await;
+
+    // A stop that was not clean (no marker, as after a kill): versions are
+    // minted under a new writer id, so a dot this node may have sent out
+    // before a crash is never minted again for another value. Versions
+    // from both ids still supersede each other as usual.
+    std::fs::remove_file(dir.path().join("solo/clean_shutdown")).unwrap();
+    let node = ringkv_node::RunningNode::start(cfg(), Default::default())
+        .await
+        .unwrap();
+    let writer = node.replica.writer_id().to_string();
+    assert!(writer.starts_with("solo~"), "{writer}");
+    let mut kv = ringkv_proto::v1::key_value_client::KeyValueClient::connect(format!(
+        "http://{}",
+        node.addrs.grpc
+    ))
+    .await
+    .unwrap();
+    let got = get(&mut kv, "durable").await;
+    put(&mut kv, "durable", "again", &got.context)
+        .await
+        .unwrap();
+    assert_eq!(values(&get(&mut kv, "durable").await), vec!["again"]);
     node.shutdown().await;
     // Another identity on the same data directory is refused.
     let mut other = cfg();

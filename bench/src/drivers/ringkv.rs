@@ -61,16 +61,15 @@ pub struct RingkvDriver {
 }
 
 impl RingkvDriver {
-    /// Opens `per_server` HTTP/2 connections to each node's client gRPC
-    /// address (`http://host:port`); requests spread over all of them.
-    // When the client learns the ring (token-aware routing), only this
-    // constructor changes: it then takes all the addresses at once.
+    /// Opens `per_server` token-aware clients seeded at each node's client
+    /// gRPC address (`http://host:port`): each learns the ring and sends
+    /// every request to a replica of its key, as an application would.
     pub async fn connect(nodes: &[String], per_server: usize) -> Result<RingkvDriver, BenchError> {
         let mut conns = Vec::new();
         for addr in nodes {
             for _ in 0..per_server.max(1) {
                 conns.push(
-                    Client::connect(addr)
+                    Client::connect_cluster(&[addr.as_str()])
                         .await
                         .map_err(|e| BenchError::Connect {
                             system: "ringkv".into(),

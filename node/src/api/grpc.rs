@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiState, outcome_label, to_status};
 use crate::coordinator::{CoordError, InvalidInput, Level, WriteRequest};
+use crate::ring::Topology;
 
 #[derive(Debug, Clone)]
 pub struct KeyValueService {
@@ -119,4 +120,47 @@ impl KeyValue for KeyValueService {
         let out = self.write("delete", wr, started).await?;
         Ok(Response::new(pb::DeleteResponse { acks: out.acks }))
     }
+
+    async fn ring(
+        &self,
+        _req: Request<pb::RingRequest>,
+    ) -> Result<Response<pb::RingResponse>, Status> {
+        let _pass = self.state.gate.enter()?;
+        Ok(Response::new(ring_table(
+            &self.state.coord.topology(),
+            self.state.config.n,
+        )))
+    }
+}
+
+/// The current ring as a token-aware client needs it.
+pub fn ring_table(topo: &Topology, n: u32) -> pb::RingResponse {
+    let nodes: Vec<pb::RingNode> = topo
+        .ring
+        .nodes()
+        .iter()
+        .filter_map(|r| topo.view.get(&r.id))
+        .map(|m| pb::RingNode {
+            node_id: m.node_id.clone(),
+            grpc_addr: m.client_grpc_addr.clone(),
+            alive: m.alive,
+            zone: m.zone.clone(),
+        })
+        .collect();
+    let index = |id: &str| nodes.iter().position(|x| x.node_id == id).map(|i| i as u32);
+    let ranges = topo
+        .ring
+        .ranges()
+        .into_iter()
+        .map(|(_, end, _)| pb::RingRange {
+            end,
+            replicas: topo
+                .ring
+                .preference_list(end, n as usize)
+                .iter()
+                .filter_map(|r| index(&r.id))
+                .collect(),
+        })
+        .collect();
+    pb::RingResponse { n, nodes, ranges }
 }

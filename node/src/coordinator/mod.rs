@@ -490,38 +490,40 @@ impl Coordinator {
             },
             written_at_ms: now,
         };
-        let me = self.me.clone();
-        let (record, context) = match self.settings.mode {
+        // Dots are minted under the writer id, which changes after an
+        // unclean stop (`replica::writer`): the fan-out below starts before
+        // this node's own copy is durable.
+        let writer = self.replica.writer_id().to_string();
+        let ((record, local_commit), context) = match self.settings.mode {
             ConflictMode::Causal => {
-                let ctx2 = ctx.clone();
-                let rec = self
+                let (ctx2, w) = (ctx.clone(), writer.clone());
+                let appended = self
                     .replica
-                    .update(&req.key, move |cur| {
+                    .update_then(&req.key, move |cur| {
                         let local = match cur {
                             Some(Record::Causal(d)) => d,
                             _ => DvvSet::default(),
                         };
-                        Record::Causal(DvvSet::update(&local, &ctx2, &me, value))
+                        Record::Causal(DvvSet::update(&local, &ctx2, &w, value))
                     })
                     .await?;
-                let counter = match &rec {
-                    Record::Causal(d) => d.counter_of(&self.me),
+                let counter = match &appended.0 {
+                    Record::Causal(d) => d.counter_of(&writer),
                     Record::Lww(_) => 0,
                 };
-                let context = ctx.with(&self.me, counter).encode();
-                (rec, context)
+                let context = ctx.with(&writer, counter).encode();
+                (appended, context)
             }
             ConflictMode::Lww => {
                 let lww = Record::Lww(LwwValue {
                     hlc: self.replica.hlc().now(),
-                    writer: me,
+                    writer,
                     value,
                 });
-                let rec = self.replica.apply(&req.key, lww).await?;
-                (rec, VersionVector::new().encode())
+                let appended = self.replica.apply_then(&req.key, lww).await?;
+                (appended, VersionVector::new().encode())
             }
         };
-        let mut acks = 1u32;
         // Who gets the write: (node, the replica it stands in for).
         let mut used: Vec<String> = plan
             .replicas
@@ -574,6 +576,15 @@ impl Coordinator {
         }
         let required = required + pending_sent;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        // This node's own copy counts once it is durable; it syncs while the
+        // replicas below are written.
+        {
+            let (tx, me) = (tx.clone(), self.me.clone());
+            tokio::spawn(async move {
+                let res = local_commit.await.map_err(|e| format!("{me}: {e}"));
+                let _ = tx.send((me, res));
+            });
+        }
         for (m, hint_for) in sends {
             let this = self.clone();
             let (key, rec, tx) = (req.key.clone(), record.clone(), tx.clone());
@@ -597,6 +608,7 @@ impl Coordinator {
             );
         }
         drop(tx);
+        let mut acks = 0u32;
         let mut failures: Vec<ReplicaReply> = Vec::new();
         while acks < required {
             match rx.recv().await {

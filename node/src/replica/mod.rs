@@ -10,13 +10,14 @@
 pub mod handoff;
 pub mod hints;
 pub mod store;
+pub mod writer;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub use hints::{Hint, HintStore};
-pub use store::{StorageError, Store, engine_key};
+pub use store::{Commit, StorageError, Store, engine_key};
 
 use crate::metrics::Metrics;
 use crate::version::{Hlc, Record};
@@ -34,6 +35,8 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Replica {
     me: String,
+    /// The id this node mints dots under (see `writer`).
+    writer: String,
     store: Store,
     hints: HintStore,
     hlc: Hlc,
@@ -41,9 +44,16 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(me: &str, store: Store, hints: HintStore, metrics: Arc<Metrics>) -> Replica {
+    pub fn new(
+        me: &str,
+        writer: &str,
+        store: Store,
+        hints: HintStore,
+        metrics: Arc<Metrics>,
+    ) -> Replica {
         Replica {
             me: me.to_string(),
+            writer: writer.to_string(),
             store,
             hints,
             hlc: Hlc::new(),
@@ -53,6 +63,12 @@ impl Replica {
 
     pub fn node_id(&self) -> &str {
         &self.me
+    }
+
+    /// The id this node mints causal dots under: its node id, or
+    /// `node_id~epoch` after an unclean stop (see [`writer`]).
+    pub fn writer_id(&self) -> &str {
+        &self.writer
     }
 
     /// The record store (repair scans it; flush and close go through it).
@@ -93,13 +109,29 @@ impl Replica {
     }
 
     /// Replaces this replica's record of `key` with `f(current)` atomically
-    /// (a coordinator minting a dot against what this replica holds).
-    pub async fn update(
+    /// (a coordinator minting a dot against what this replica holds), and
+    /// returns it once appended, with the commit to await for durability.
+    pub async fn update_then(
         &self,
         key: &[u8],
         f: impl FnOnce(Option<Record>) -> Record,
-    ) -> Result<Record, StorageError> {
-        self.store.update(key, f).await
+    ) -> Result<(Record, Commit), StorageError> {
+        self.store.update_then(key, f).await
+    }
+
+    /// `apply` in two halves, like `update_then`.
+    pub async fn apply_then(
+        &self,
+        key: &[u8],
+        rec: Record,
+    ) -> Result<(Record, Commit), StorageError> {
+        self.observe(&rec);
+        self.store
+            .update_then(key, move |cur| match cur {
+                Some(c) => c.merge(&rec),
+                None => rec,
+            })
+            .await
     }
 
     /// Keeps `rec` as a durable hint for `owner` (a write this node took as

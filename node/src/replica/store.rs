@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 use bytes::Bytes;
 use ringkv_engine::{Cached, Db, Options, SyncPolicy, WriteBatch};
@@ -59,9 +60,14 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     db: Db,
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     grace_ms: u64,
 }
+
+/// The commit of an update whose record is already known: completes once
+/// the record is durable (per the sync mode). The key stays locked until
+/// then, so the next update of the key starts from this record.
+pub type Commit = std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
 
 fn stripe_of(ekey: &[u8]) -> usize {
     (xxhash_rust::xxh3::xxh3_64(ekey) as usize) % STRIPES
@@ -95,7 +101,9 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
-                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                stripes: (0..STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
                 grace_ms: tombstone_grace.as_millis() as u64,
             }),
         })
@@ -129,20 +137,43 @@ impl Store {
     where
         F: FnOnce(Option<Record>) -> Record,
     {
+        let (rec, commit) = self.update_then(key, f).await?;
+        commit.await?;
+        Ok(rec)
+    }
+
+    /// `update` in two halves: returns the new record as soon as it is
+    /// appended, with the commit to await for its durability. The caller
+    /// can use the record meanwhile (a coordinator sends it to the other
+    /// replicas while its own fsync runs).
+    pub async fn update_then<F>(&self, key: &[u8], f: F) -> Result<(Record, Commit), StorageError>
+    where
+        F: FnOnce(Option<Record>) -> Record,
+    {
         let ekey = engine_key(key);
-        let _g = self.inner.stripes[stripe_of(&ekey)].lock().await;
+        let guard = self.inner.stripes[stripe_of(&ekey)]
+            .clone()
+            .lock_owned()
+            .await;
         let current = decode(self.get(&ekey).await?)?;
         let next = f(current.clone());
-        if current.as_ref() != Some(&next) {
-            let mut b = WriteBatch::new();
-            b.put_expiring(
-                &ekey,
-                &next.encode(),
-                next.engine_expiry(self.inner.grace_ms),
-            );
-            self.inner.db.write_async(b).await?;
+        if current.as_ref() == Some(&next) {
+            return Ok((next, Box::pin(async { Ok(()) })));
         }
-        Ok(next)
+        let mut b = WriteBatch::new();
+        b.put_expiring(
+            &ekey,
+            &next.encode(),
+            next.engine_expiry(self.inner.grace_ms),
+        );
+        let commit = self.inner.db.append(b).await?;
+        Ok((
+            next,
+            Box::pin(async move {
+                let _locked = guard;
+                commit.await.map_err(StorageError::from)
+            }),
+        ))
     }
 
     /// Merges `incoming` into this replica's record (the version sync).
@@ -168,7 +199,7 @@ impl Store {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
+        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
         for &i in &stripes {
             guards.push(self.inner.stripes[i].lock().await);
         }
