@@ -17,6 +17,8 @@ pub mod transport;
 pub mod version;
 
 pub use config::{Args, Config, ConflictMode};
+/// The allocator the node binaries use (`#[global_allocator]`).
+pub use mimalloc::MiMalloc as Allocator;
 pub use node::{BoundAddrs, ENDPOINTS_FILE, NodeError, NodeOptions, RunningNode, run};
 pub use transport::{Fault, FaultInjector};
 
