@@ -83,6 +83,9 @@ pub struct WriteRequest {
     pub context: String,
     pub ttl_ms: u64,
     pub w: Option<Level>,
+    /// Unix ms after which whoever sent this write has given up on it (a
+    /// forwarded write); 0 = none.
+    pub deadline_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -429,6 +432,16 @@ impl Coordinator {
         req: WriteRequest,
         hops: u32,
     ) -> Result<WriteOutcome, CoordError> {
+        // A forward that arrives after its sender gave up (held up by a
+        // partition, say) must not run: the sender may have coordinated the
+        // write itself, and the client may have overwritten it since — run
+        // now, it would mint a new version of an old write.
+        if req.deadline_unix_ms != 0 && now_ms() > req.deadline_unix_ms {
+            self.metrics.late_forwards_refused.inc();
+            return Err(CoordError::Expired {
+                late_ms: now_ms() - req.deadline_unix_ms,
+            });
+        }
         validate::key(&req.key)?;
         if let Some(v) = &req.value {
             validate::value(v, self.settings.max_value_bytes)?;
@@ -479,6 +492,13 @@ impl Coordinator {
     ) -> Result<WriteOutcome, CoordError> {
         self.metrics.forwarded_writes.inc();
         let deadline = tokio::time::Instant::now() + self.settings.timeout / 2;
+        // The same deadline in wall-clock time, for the receiver (never later
+        // than the one this write arrived with).
+        let give_up_ms = now_ms() + (self.settings.timeout / 2).as_millis() as u64;
+        let give_up_ms = match req.deadline_unix_ms {
+            0 => give_up_ms,
+            d => d.min(give_up_ms),
+        };
         let replicas = &plan.replicas;
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
@@ -501,6 +521,7 @@ impl Coordinator {
                 ttl_ms: req.ttl_ms,
                 w: req.w.map(Level::label_for_wire).unwrap_or_default(),
                 hops: hops + 1,
+                deadline_unix_ms: give_up_ms,
             };
             let call = self
                 .client
