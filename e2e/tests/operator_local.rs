@@ -346,11 +346,16 @@ impl Kubelet {
 
     /// One pass of the StatefulSet controller and the kubelet.
     async fn step(&mut self, api: &FakeApi) {
-        let config: BTreeMap<String, String> = api
-            .get("configmaps", NS, &format!("{NAME}-config"))
-            .and_then(|cm| serde_json::from_value(cm["data"].clone()).ok())
-            .unwrap_or_default();
         for sts in api.list("statefulsets", NS) {
+            // The ConfigMap version the pod template names.
+            let config: BTreeMap<String, String> = sts["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| v["configMap"]["name"].as_str())
+                .and_then(|cm| api.get("configmaps", NS, cm))
+                .and_then(|cm| serde_json::from_value(cm["data"].clone()).ok())
+                .unwrap_or_default();
             let name = sts["metadata"]["name"].as_str().unwrap().to_string();
             let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
             let ordinal = |p: &str| {

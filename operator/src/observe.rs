@@ -95,7 +95,10 @@ impl StsObservation {
             .spec
             .volume_claim_templates
             .as_ref()
-            .and_then(|v| v.iter().find(|c| c.metadata.name.as_deref() == Some(names::VOLUME)))
+            .and_then(|v| {
+                v.iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(names::VOLUME))
+            })
             .and_then(|c| c.spec.as_ref());
         let annotation = |k: &str| {
             s.metadata
