@@ -88,6 +88,51 @@ impl Drop for Kubelet {
     }
 }
 
+/// Body of GET `path` over HTTP/1.0, if it answered 200.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `ringkv_*` node metric names (not the operator's) the chart's alert
+/// rules and Grafana dashboard use.
+fn node_metrics_used_by_the_chart() -> std::collections::BTreeSet<String> {
+    let files =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ringkv-operator/files");
+    let mut text = String::new();
+    for f in ["prometheus-rules.yaml", "ringkv-dashboard.json"] {
+        text.push_str(&std::fs::read_to_string(files.join(f)).unwrap());
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("ringkv_") {
+        let before = text[..i].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.starts_with("ringkv_operator_") {
+            out.insert(name);
+        }
+    }
+    out
+}
+
 /// GET `path` over HTTP/1.0; true on a 200.
 async fn http_ok(addr: &str, path: &str) -> bool {
     let fetch = async {
@@ -701,6 +746,32 @@ async fn operator_scales_real_nodes_3_6_3_without_losing_a_write() {
         writes > 500,
         "too little traffic to mean anything: {writes}"
     );
+
+    // The chart's alerts and dashboard query metrics real nodes export (after
+    // all that traffic every family has series; quorum failures may not have
+    // happened at all, and a labelled family without series is not exposed).
+    let mut exposition = String::new();
+    for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
+        exposition.push_str(
+            &http_get(&w.kubelet.endpoints(pod).http, "/metrics")
+                .await
+                .expect("node /metrics"),
+        );
+    }
+    let used = node_metrics_used_by_the_chart();
+    assert!(used.len() >= 5, "{used:?}");
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|m| {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| m.strip_suffix(s))
+                .unwrap_or(m);
+            !exposition.contains(&format!("# TYPE {family} "))
+                && *m != "ringkv_quorum_failures_total"
+        })
+        .collect();
+    assert!(missing.is_empty(), "not exported by a node: {missing:?}");
 
     for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
         let client = Client::connect(&w.kubelet.endpoints(pod).grpc)

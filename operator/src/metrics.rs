@@ -337,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_registry_exposes_plain_metrics_and_labelled_ones_once_set() {
+        // Labelled families appear with their first series (alerts on them
+        // treat absence as zero); plain metrics are always there.
+        let m = Metrics::default();
+        let text = m.encode();
+        for family in [
+            "ringkv_operator_leader",
+            "ringkv_operator_reconcile_duration_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family} in\n{text}"
+            );
+        }
+        assert!(!text.contains("ringkv_operator_reconciles"));
+        m.reconciles
+            .get_or_create(&ResultLabels { result: "ok" })
+            .inc();
+        assert!(
+            m.encode()
+                .contains("# TYPE ringkv_operator_reconciles counter")
+        );
+    }
+
+    #[test]
     fn cluster_gauges_follow_the_status_and_go_with_the_cluster() {
         use crate::crd::{DecommissionProgress, KVClusterStatus, MemberStatus, ZoneStatus};
         let m = Metrics::default();

@@ -5,4 +5,5 @@ mod day2;
 mod fake_api;
 mod fake_nodes;
 mod leader;
+mod monitoring;
 mod reconcile;
