@@ -1,7 +1,7 @@
 //! ringkv-node: a Dynamo-style storage node.
 //!
 //! Dependency arrows point one way:
-//! `api → repair → coordinator → {ring, version, membership, transport} → storage → engine`.
+//! `api → {coordinator, repair} → {replica, ring, version, membership, transport} → engine`.
 
 pub mod api;
 pub mod config;
@@ -11,8 +11,8 @@ pub mod metrics;
 pub mod node;
 pub mod ratelimit;
 pub mod repair;
+pub mod replica;
 pub mod ring;
-pub mod storage;
 pub mod transport;
 pub mod version;
 

@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// get | put | delete
     pub op: &'static str,
-    /// one | quorum | all | <n> | default
-    pub consistency: String,
+    /// one | quorum | all | <n> | default | invalid (a closed set)
+    pub consistency: &'static str,
     /// ok | not_found | invalid | quorum_failed | unavailable | error
     pub outcome: &'static str,
 }
@@ -20,7 +20,7 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
-    pub consistency: String,
+    pub consistency: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +46,7 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     pub hints_dropped: Counter,
     pub hints_pending: Gauge,
+    pub hint_delivery_failures: Counter,
     pub repair_running: Gauge,
     pub repair_ranges: Counter,
     pub repair_keys_streamed: Counter,
@@ -150,6 +151,12 @@ impl Metrics {
             "Hints held on this node",
             hints_pending.clone(),
         );
+        let hint_delivery_failures = Counter::default();
+        registry.register(
+            "hint_delivery_failures",
+            "Hint batches that could not be handed off (retried every tick)",
+            hint_delivery_failures.clone(),
+        );
         let repair_running = Gauge::default();
         registry.register(
             "repair_running",
@@ -213,6 +220,7 @@ impl Metrics {
             hints_delivered,
             hints_dropped,
             hints_pending,
+            hint_delivery_failures,
             repair_running,
             repair_ranges,
             repair_keys_streamed,

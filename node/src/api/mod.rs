@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::coordinator::consistency::Level;
+use crate::coordinator::consistency::{self, Level};
 use crate::coordinator::{CoordError, Coordinator, InvalidInput};
 use crate::membership::Membership;
 use crate::metrics::{Metrics, OpLabels, RequestLabels};
+use crate::replica::Replica;
 
 /// Admission control for client requests: closed by Drain, counting what is
 /// in flight so Drain can wait for it.
@@ -88,6 +89,7 @@ impl Gate {
 pub struct ApiState {
     pub config: Arc<Config>,
     pub coord: Arc<Coordinator>,
+    pub replica: Arc<Replica>,
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
@@ -96,40 +98,29 @@ pub struct ApiState {
     pub moves: Arc<crate::repair::Moves>,
 }
 
-/// Metrics label for a request's consistency string.
-pub fn consistency_label(s: &str) -> String {
-    match Level::parse(s) {
-        Ok(None) => "default".into(),
-        Ok(Some(l)) => l.label(),
-        Err(_) => "invalid".into(),
-    }
-}
-
 pub fn outcome_label(e: &CoordError) -> &'static str {
     match e {
         CoordError::Invalid(_) => "invalid",
         CoordError::QuorumNotReached { .. } => "quorum_failed",
         CoordError::Unavailable(_) | CoordError::Remote { .. } => "unavailable",
-        CoordError::Storage(_) => "error",
+        _ => "error",
     }
 }
 
 impl ApiState {
-    /// Records a finished request in the metrics.
+    /// Records a finished request in the metrics (`level`: the parsed
+    /// consistency level, `Err` when it did not parse).
     pub fn observe(
         &self,
         op: &'static str,
-        consistency: &str,
+        level: Result<Option<Level>, ()>,
         started: Instant,
         outcome: &'static str,
     ) {
-        let consistency = consistency_label(consistency);
+        let consistency = level.map_or("invalid", consistency::label);
         self.metrics
             .latency
-            .get_or_create(&OpLabels {
-                op,
-                consistency: consistency.clone(),
-            })
+            .get_or_create(&OpLabels { op, consistency })
             .observe(started.elapsed().as_secs_f64());
         self.metrics
             .requests
@@ -149,7 +140,7 @@ pub fn to_status(e: CoordError) -> tonic::Status {
         e @ CoordError::QuorumNotReached { .. } => tonic::Status::unavailable(e.to_string()),
         CoordError::Unavailable(m) => tonic::Status::unavailable(m),
         CoordError::Remote { code, message } => tonic::Status::new(code, message),
-        CoordError::Storage(s) => tonic::Status::internal(s.to_string()),
+        e => tonic::Status::internal(e.to_string()),
     }
 }
 
