@@ -17,6 +17,8 @@ pub mod transport;
 pub mod version;
 
 pub use config::{Args, Config, ConflictMode};
+/// The allocator the node binaries use (`#[global_allocator]`).
+pub use mimalloc::MiMalloc as Allocator;
 pub use node::{BoundAddrs, ENDPOINTS_FILE, NodeError, NodeOptions, RunningNode, run};
 pub use transport::{Fault, FaultInjector};
 
@@ -41,10 +43,11 @@ pub fn main_with_args(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringkv-node: cannot start the runtime: {e}");
