@@ -463,6 +463,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
+    s.metrics.observe_engine(&s.replica.store().stats());
     (
         StatusCode::OK,
         [(
