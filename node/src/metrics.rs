@@ -46,6 +46,7 @@ pub struct Metrics {
     pub forwarded_writes: Counter,
     pub late_forwards_refused: Counter,
     pub internode_errors: Counter,
+    pub peers_suspected: Counter,
     pub members_alive: Gauge,
     pub members_total: Gauge,
     pub sloppy_writes: Counter,
@@ -113,6 +114,12 @@ impl Metrics {
             speculative_reads.clone(),
         );
         let internode_errors = Counter::default();
+        let peers_suspected = Counter::default();
+        registry.register(
+            "peers_suspected",
+            "Times a peer's requests kept failing and requests were routed around it (circuit breaker)",
+            peers_suspected.clone(),
+        );
         let members_alive = Gauge::default();
         let members_total = Gauge::default();
         registry.register(
@@ -286,6 +293,7 @@ impl Metrics {
             forwarded_writes,
             late_forwards_refused,
             internode_errors,
+            peers_suspected,
             members_alive,
             members_total,
             sloppy_writes,
