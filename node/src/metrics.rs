@@ -11,8 +11,9 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// get | put | delete
     pub op: &'static str,
-    /// one | quorum | all | <n> | default
-    pub consistency: String,
+    /// default | one | quorum | all | 1..=16 | invalid (a closed set:
+    /// labels never come from client input)
+    pub consistency: &'static str,
     /// ok | not_found | invalid | quorum_failed | unavailable | error
     pub outcome: &'static str,
 }
@@ -20,7 +21,12 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: &'static str,
-    pub consistency: String,
+    pub consistency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +60,10 @@ pub struct Metrics {
     pub repair_last_completed_seconds: Gauge,
     pub stream_keys: Counter,
     pub stream_bytes: Counter,
+    pub undecodable_records: Counter,
+    pub gossip_dropped: Family<ReasonLabel, Counter>,
+    pub gossip_accepted: Counter,
+    pub gossip_implausible: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -198,6 +208,30 @@ impl Metrics {
             "Record bytes streamed for join and decommission",
             stream_bytes.clone(),
         );
+        let undecodable_records = Counter::default();
+        registry.register(
+            "undecodable_records",
+            "Stored records that did not decode: skipped by reads, repair and streaming (see the log)",
+            undecodable_records.clone(),
+        );
+        let gossip_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped before decoding, by reason",
+            gossip_dropped.clone(),
+        );
+        let gossip_accepted = Counter::default();
+        registry.register(
+            "gossip_accepted",
+            "Gossip datagrams that passed every check and were decoded",
+            gossip_accepted.clone(),
+        );
+        let gossip_implausible = Gauge::default();
+        registry.register(
+            "gossip_implausible_incarnations",
+            "Incarnations gossip names with a start time too far in the future (ignored)",
+            gossip_implausible.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -221,6 +255,10 @@ impl Metrics {
             repair_last_completed_seconds,
             stream_keys,
             stream_bytes,
+            undecodable_records,
+            gossip_dropped,
+            gossip_accepted,
+            gossip_implausible,
         }
     }
 

@@ -97,14 +97,7 @@ impl KeyValue for KeyValueService {
         let started = Instant::now();
         let span = tracing::info_span!("delete", api = "grpc", key_len = req.key.len(), w = %req.w);
         let w = req.w.clone();
-        let wr = WriteRequest {
-            key: req.key,
-            value: None,
-            context: req.context,
-            ttl_ms: 0,
-            w: req.w,
-        };
-        match s.coord.write(wr, 0).instrument(span).await {
+        match s.delete(req.key, req.context, req.w).instrument(span).await {
             Ok(out) => {
                 s.observe("delete", &w, started, "ok");
                 Ok(Response::new(pb::DeleteResponse { acks: out.acks }))

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::coordinator::consistency::Level;
-use crate::coordinator::{CoordError, Coordinator, InvalidInput};
+use crate::coordinator::{CoordError, Coordinator, InvalidInput, WriteOutcome, WriteRequest};
 use crate::membership::Membership;
 use crate::metrics::{Metrics, OpLabels, RequestLabels};
 
@@ -96,12 +96,24 @@ pub struct ApiState {
     pub moves: Arc<crate::repair::Moves>,
 }
 
-/// Metrics label for a request's consistency string.
-pub fn consistency_label(s: &str) -> String {
+/// Metrics label for a request's consistency string, from a closed set:
+/// `default | one | quorum | all | 1..=16 | invalid`. Anything that is not a
+/// level valid for replication factor `n` is `invalid`, so no client input
+/// can add a series (issue 9, finding 4).
+pub fn consistency_label(s: &str, n: u32) -> &'static str {
+    const COUNTS: [&str; 16] = [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
     match Level::parse(s) {
-        Ok(None) => "default".into(),
-        Ok(Some(l)) => l.label(),
-        Err(_) => "invalid".into(),
+        Ok(None) => "default",
+        Ok(Some(l)) => match (l, l.required(n)) {
+            (_, Err(_)) => "invalid",
+            (Level::One, _) => "one",
+            (Level::Quorum, _) => "quorum",
+            (Level::All, _) => "all",
+            (Level::Count(k), _) => COUNTS.get(k as usize - 1).copied().unwrap_or("invalid"),
+        },
+        Err(_) => "invalid",
     }
 }
 
@@ -115,6 +127,52 @@ pub fn outcome_label(e: &CoordError) -> &'static str {
 }
 
 impl ApiState {
+    /// A client delete (HTTP and gRPC). With a context it supersedes
+    /// exactly the versions that context saw. Without one it deletes what a
+    /// read at the default read quorum sees now (as Riak's delete does):
+    /// before, a context-less tombstone was only a sibling and the value
+    /// stayed readable. A value written concurrently with that read
+    /// survives as a sibling, never silently lost.
+    pub async fn delete(
+        &self,
+        key: bytes::Bytes,
+        context: String,
+        w: String,
+    ) -> Result<WriteOutcome, CoordError> {
+        let context = if context.trim().is_empty() {
+            self.coord.get(key.clone(), "").await?.context
+        } else {
+            context
+        };
+        let req = WriteRequest {
+            key,
+            value: None,
+            context,
+            ttl_ms: 0,
+            w,
+        };
+        self.coord.write(req, 0).await
+    }
+
+    /// Copies what other layers count into the metrics, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        m.undecodable_records
+            .inner()
+            .store(self.coord.store().undecodable_records(), Ordering::Relaxed);
+        for (reason, n) in self.membership.gossip_dropped() {
+            m.gossip_dropped
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .inner()
+                .store(n, Ordering::Relaxed);
+        }
+        m.gossip_accepted
+            .inner()
+            .store(self.membership.gossip_accepted(), Ordering::Relaxed);
+        m.gossip_implausible
+            .set(self.membership.implausible_incarnations() as i64);
+    }
+
     /// Records a finished request in the metrics.
     pub fn observe(
         &self,
@@ -123,13 +181,10 @@ impl ApiState {
         started: Instant,
         outcome: &'static str,
     ) {
-        let consistency = consistency_label(consistency);
+        let consistency = consistency_label(consistency, self.config.n);
         self.metrics
             .latency
-            .get_or_create(&OpLabels {
-                op,
-                consistency: consistency.clone(),
-            })
+            .get_or_create(&OpLabels { op, consistency })
             .observe(started.elapsed().as_secs_f64());
         self.metrics
             .requests

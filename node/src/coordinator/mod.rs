@@ -523,11 +523,9 @@ impl Coordinator {
                         Record::Causal(DvvSet::update(&local, &ctx2, &me, value))
                     })
                     .await?;
-                let counter = match &rec {
-                    Record::Causal(d) => d.counter_of(&self.me),
-                    Record::Lww(_) => 0,
-                };
-                let context = ctx.with(&self.me, counter).encode();
+                // What the client's context saw (as far as the record kept
+                // it) plus the new dot, small enough to be accepted back.
+                let context = rec.write_context(&ctx, &self.me).encode();
                 (rec, context)
             }
             ConflictMode::Lww => {

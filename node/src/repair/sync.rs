@@ -427,9 +427,16 @@ impl Repairer {
             let mut size = 0usize;
             // False once the receiver is gone (the peer hung up): stop reading.
             let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::storage::StorageError> {
-                use prost::Message as _;
-                let rec = pb::Record::decode(v)
-                    .map_err(|e| crate::storage::StorageError::Corrupt(e.to_string()))?;
+                // A stored record that does not decode is skipped (counted,
+                // logged), never sent and never allowed to stop the range:
+                // the peer would refuse it, and every other key must move.
+                let rec = match Record::decode(v) {
+                    Ok(r) => r.to_proto(),
+                    Err(e) => {
+                        store.note_undecodable(&crate::storage::engine_key(k), &e);
+                        return Ok(true);
+                    }
+                };
                 size += k.len() + v.len();
                 batch.push(pb::KeyRecord {
                     key: Bytes::copy_from_slice(k),

@@ -31,6 +31,21 @@ pub enum StorageError {
     Task(String),
 }
 
+fn note_undecodable(inner: &Inner, ekey: &[u8], err: &dyn std::fmt::Display) {
+    inner
+        .undecodable
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(suppressed) = inner.undecodable_log.allow() {
+        let key = &ekey[ekey.len().min(8)..];
+        tracing::warn!(
+            key = %String::from_utf8_lossy(&key[..key.len().min(64)]),
+            error = %err,
+            suppressed,
+            "stored record does not decode; skipped (the other replicas' copy replaces it)"
+        );
+    }
+}
+
 pub fn engine_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&key_token(key).to_be_bytes());
@@ -48,6 +63,9 @@ struct Inner {
     db: Db,
     stripes: Vec<Mutex<()>>,
     grace_ms: u64,
+    /// Stored records that did not decode (skipped; see `read_blocking`).
+    undecodable: std::sync::atomic::AtomicU64,
+    undecodable_log: crate::ratelimit::LogEvery,
 }
 
 impl Store {
@@ -71,17 +89,38 @@ impl Store {
                 db,
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 grace_ms: tombstone_grace.as_millis() as u64,
+                undecodable: Default::default(),
+                undecodable_log: crate::ratelimit::LogEvery::new(Duration::from_secs(10)),
             }),
         })
     }
 
+    /// A stored record that does not decode reads as absent (counted and
+    /// logged): the key stays writable, read repair and anti-entropy
+    /// overwrite it with the other replicas' copy, and no scan stops at it.
     fn read_blocking(inner: &Inner, ekey: &[u8]) -> Result<Option<Record>, StorageError> {
         match inner.db.get(ekey)? {
             None => Ok(None),
-            Some(bytes) => Record::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(e.to_string())),
+            Some(bytes) => match Record::decode(&bytes) {
+                Ok(r) => Ok(Some(r)),
+                Err(e) => {
+                    note_undecodable(inner, ekey, &e);
+                    Ok(None)
+                }
+            },
         }
+    }
+
+    /// Counts and reports a stored record that did not decode.
+    pub fn note_undecodable(&self, ekey: &[u8], err: &dyn std::fmt::Display) {
+        note_undecodable(&self.inner, ekey, err);
+    }
+
+    /// Stored records found undecodable since start (skipped, not served).
+    pub fn undecodable_records(&self) -> u64 {
+        self.inner
+            .undecodable
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This replica's record of `key`.
