@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod fuzzing;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -5,7 +5,7 @@
 //! siblings stay bounded by true concurrency instead of exploding like
 //! per-client vector clocks.
 
-use super::context::{MAX_CONTEXT_ENTRIES, VersionVector};
+use super::context::{MAX_CONTEXT_ENTRIES, MAX_COUNTER, VersionVector};
 
 /// Writers a client write may bring into a record it has never seen (see
 /// [`DvvSet::update`]). Real writers are the coordinators of the key, a
@@ -98,9 +98,11 @@ impl<V: Clone> DvvSet<V> {
         match entries.binary_search_by(|e| e.node.as_str().cmp(node)) {
             Ok(i) => {
                 let e = &mut entries[i];
-                // Every decoder caps counters at MAX_COUNTER (2^56), so this
-                // cannot saturate; saturating keeps it total regardless.
-                e.counter = e.counter.saturating_add(1);
+                // Decoders cap counters at MAX_COUNTER (2^56), far above any
+                // reachable count (contexts and peers are held to
+                // `counter_ceiling`); saturating there keeps every record
+                // this produces decodable, whatever came in.
+                e.counter = e.counter.saturating_add(1).min(MAX_COUNTER);
                 e.values.insert(0, value);
             }
             Err(i) => entries.insert(
