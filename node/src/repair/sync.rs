@@ -427,10 +427,11 @@ impl Repairer {
             let mut size = 0usize;
             // False once the receiver is gone (the peer hung up): stop reading.
             let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::storage::StorageError> {
-                // A stored record that does not decode is skipped (counted,
-                // logged), never sent and never allowed to stop the range:
-                // the peer would refuse it, and every other key must move.
-                let rec = match Record::decode(v) {
+                // A stored record that does not decode (or that the peer
+                // would refuse) is skipped, counted and logged, never sent
+                // and never allowed to stop the range: every other key must
+                // move.
+                let rec = match Record::decode_for_peer(v) {
                     Ok(r) => r.to_proto(),
                     Err(e) => {
                         store.note_undecodable(&crate::storage::engine_key(k), &e);

@@ -306,6 +306,13 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
         Self::checked(pb::Record::decode(bytes)?, Limits::disk())
     }
+
+    /// Decodes a stored record about to be sent to a peer, checked as the
+    /// peer will check it ([`Self::from_proto`]): streaming skips what a
+    /// peer would refuse instead of having a whole batch refused.
+    pub fn decode_for_peer(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
+        Self::checked(pb::Record::decode(bytes)?, Limits::peer(wall_ms()))
+    }
 }
 
 fn value_to_proto(v: &Value) -> pb::StoredValue {
