@@ -305,8 +305,12 @@ async fn decommission_streams_every_other_key_past_a_bad_stored_record() {
         out.unwrap();
         latest.push((k, v));
     }
-    // Node 3 holds a record for "poison" that no one can decode.
-    plant(&mut c, 3, &[("poison", Some(wrapped_bytes()))]).await;
+    // Node 3 holds, for a key it replicates, a record no one can decode.
+    let poison = (0..)
+        .map(|i| format!("poison{i}"))
+        .find(|k| c.replicas(k.as_bytes()).iter().any(|r| r == "node-3"))
+        .unwrap();
+    plant(&mut c, 3, &[(poison.as_str(), Some(wrapped_bytes()))]).await;
     c.admin(3)
         .await
         .decommission(pb::DecommissionRequest {})
