@@ -5,15 +5,22 @@
 //! the next write to supersede exactly what you read. Writing without a
 //! context creates a sibling of whatever you did not see.
 //!
+//! [`Client::connect_cluster`] is the one applications want: it learns the
+//! ring and sends each request straight to a replica of its key (no forward
+//! hop); [`Client::connect`] talks to one node, which coordinates everything.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), ringkv_client::ClientError> {
-//! let mut c = ringkv_client::Client::connect("http://127.0.0.1:7070").await?;
+//! let mut c = ringkv_client::Client::connect_cluster(&["http://127.0.0.1:7070"]).await?;
 //! c.put("greeting", "hello").await?;
 //! let got = c.get("greeting").await?;
 //! c.put_with("greeting", "hello again", ringkv_client::PutOptions::after(&got)).await?;
 //! # Ok(()) }
 //! ```
 
+mod routing;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -167,23 +174,88 @@ async fn channel(addr: &str) -> Result<Channel, ClientError> {
         })
 }
 
-/// A client of the `ringkv.v1.KeyValue` API of one node. Cheap to clone.
+pub(crate) fn kv_client(ch: Channel) -> KeyValueClient<Channel> {
+    KeyValueClient::new(ch)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20)
+}
+
+/// A client of the `ringkv.v1.KeyValue` API. Cheap to clone (clones share
+/// connections and the learned ring).
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The node connected to; takes whatever routing cannot place.
     kv: KeyValueClient<Channel>,
+    router: Option<Arc<routing::Router>>,
+}
+
+/// Connection failures a request can be re-sent after: the request never
+/// reached a server (tonic's own transport errors carry a source).
+fn not_delivered(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable && std::error::Error::source(s).is_some()
 }
 
 impl Client {
-    /// Connects to a node's client gRPC address (`http://host:7070` or `host:7070`).
+    /// Connects to one node's client gRPC address (`http://host:7070` or
+    /// `host:7070`); that node coordinates every request.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
         Ok(Client::from_channel(channel(addr).await?))
     }
 
+    /// Connects to the first reachable of `seeds`, learns the ring from it
+    /// and routes each request to a replica of its key (token-aware, as
+    /// Cassandra and Scylla drivers do): no request pays the hop a node
+    /// takes to forward a write to a replica. Falls back to the seed node
+    /// for a replica it cannot reach, and to plain `connect` behaviour when
+    /// the server does not offer the ring.
+    pub async fn connect_cluster(seeds: &[&str]) -> Result<Client, ClientError> {
+        let mut last = None;
+        for s in seeds {
+            match channel(s).await {
+                Ok(ch) => {
+                    let kv = kv_client(ch);
+                    let router = routing::Router::learn(kv.clone()).await;
+                    return Ok(Client { kv, router });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: String::new(),
+            reason: "no seed address given".into(),
+        }))
+    }
+
     pub fn from_channel(ch: Channel) -> Client {
         Client {
-            kv: KeyValueClient::new(ch)
-                .max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20),
+            kv: kv_client(ch),
+            router: None,
+        }
+    }
+
+    /// True when requests go straight to replicas (the ring was learned).
+    pub fn is_token_aware(&self) -> bool {
+        self.router.is_some()
+    }
+
+    /// Sends one request about `key` where routing says (or to the node
+    /// connected to); a replica that cannot be reached is avoided for a
+    /// while and the request goes to the connected node instead.
+    async fn call<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(KeyValueClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let Some(router) = &self.router else {
+            return f(self.kv.clone()).await.map(tonic::Response::into_inner);
+        };
+        let (kv, addr) = router.route(key);
+        match f(kv).await {
+            Err(s) if not_delivered(&s) && addr.is_some() => {
+                router.avoid(addr.as_deref().unwrap_or_default());
+                f(self.kv.clone()).await.map(tonic::Response::into_inner)
+            }
+            r => r.map(tonic::Response::into_inner),
         }
     }
 
@@ -197,14 +269,16 @@ impl Client {
         key: impl AsRef<[u8]>,
         r: &str,
     ) -> Result<GetResult, ClientError> {
+        let key = Bytes::copy_from_slice(key.as_ref());
         let resp = self
-            .kv
-            .get(pb::GetRequest {
-                key: Bytes::copy_from_slice(key.as_ref()),
-                r: r.to_string(),
+            .call(&key, |mut kv| {
+                let req = pb::GetRequest {
+                    key: key.clone(),
+                    r: r.to_string(),
+                };
+                async move { kv.get(req).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(GetResult {
             siblings: resp
                 .siblings
@@ -235,17 +309,21 @@ impl Client {
         value: impl Into<Bytes>,
         opts: PutOptions,
     ) -> Result<PutResult, ClientError> {
+        let key = Bytes::copy_from_slice(key.as_ref());
+        let value: Bytes = value.into();
+        let ttl_ms = ttl_ms(opts.ttl)?;
         let resp = self
-            .kv
-            .put(pb::PutRequest {
-                key: Bytes::copy_from_slice(key.as_ref()),
-                value: value.into(),
-                context: opts.context.0,
-                ttl_ms: ttl_ms(opts.ttl)?,
-                w: opts.w,
+            .call(&key, |mut kv| {
+                let req = pb::PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    context: opts.context.0.clone(),
+                    ttl_ms,
+                    w: opts.w.clone(),
+                };
+                async move { kv.put(req).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(PutResult {
             context: Context(resp.context),
             acks: resp.acks,
@@ -259,15 +337,17 @@ impl Client {
         context: &Context,
         w: &str,
     ) -> Result<u32, ClientError> {
+        let key = Bytes::copy_from_slice(key.as_ref());
         let resp = self
-            .kv
-            .delete(pb::DeleteRequest {
-                key: Bytes::copy_from_slice(key.as_ref()),
-                context: context.0.clone(),
-                w: w.to_string(),
+            .call(&key, |mut kv| {
+                let req = pb::DeleteRequest {
+                    key: key.clone(),
+                    context: context.0.clone(),
+                    w: w.to_string(),
+                };
+                async move { kv.delete(req).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(resp.acks)
     }
 

@@ -6,8 +6,12 @@ use ringkv_client::{Admin, Client, ClientError, PutOptions};
 use ringkv_node::{Config, NodeOptions, RunningNode};
 
 async fn cluster(dir: &std::path::Path) -> Vec<RunningNode> {
+    cluster_of(dir, 3).await
+}
+
+async fn cluster_of(dir: &std::path::Path, count: usize) -> Vec<RunningNode> {
     let mut nodes: Vec<RunningNode> = Vec::new();
-    for i in 0..3 {
+    for i in 0..count {
         let mut c = Config::loopback(&format!("n{i}"), dir.join(format!("n{i}")));
         c.gossip_interval = Duration::from_millis(100);
         c.request_timeout = Duration::from_secs(5);
@@ -19,7 +23,7 @@ async fn cluster(dir: &std::path::Path) -> Vec<RunningNode> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !nodes
         .iter()
-        .all(|n| n.coordinator.topology().ring.nodes().len() == 3)
+        .all(|n| n.coordinator.topology().ring.nodes().len() == count)
     {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -102,6 +106,78 @@ async fn client_reads_writes_resolves_and_reports_errors() {
         .await
         .unwrap();
     assert!(matches!(c.get("k").await, Err(ClientError::Unavailable(m)) if m.contains("draining")));
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+fn metric(node: &RunningNode, name: &str) -> u64 {
+    node.metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_client_sends_each_request_to_a_replica_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five nodes, N=3: most nodes are not replicas of a given key.
+    let mut nodes = cluster_of(dir.path(), 5).await;
+    let seed = nodes[0].addrs.grpc.to_string();
+    let forwarded = |nodes: &[RunningNode]| -> u64 {
+        nodes
+            .iter()
+            .map(|n| metric(n, "ringkv_forwarded_writes_total"))
+            .sum()
+    };
+
+    // One node for everything: it forwards the writes it is no replica of.
+    let mut plain = Client::connect(&seed).await.unwrap();
+    assert!(!plain.is_token_aware());
+    for i in 0..40 {
+        plain.put(format!("plain-{i}"), "v").await.unwrap();
+    }
+    assert!(forwarded(&nodes) > 0, "a lone coordinator must forward");
+
+    // Token-aware: every write lands on a replica of its key, and the
+    // replicas take turns coordinating.
+    let before = forwarded(&nodes);
+    let requests = |n: &RunningNode| {
+        metric(
+            n,
+            "ringkv_requests_total{op=\"put\",consistency=\"default\",outcome=\"ok\"}",
+        )
+    };
+    let served_before: Vec<u64> = nodes.iter().map(requests).collect();
+    let mut c = Client::connect_cluster(&["http://127.0.0.1:1", &seed])
+        .await
+        .unwrap();
+    assert!(c.is_token_aware());
+    for i in 0..100 {
+        c.put(format!("routed-{i}"), format!("v{i}")).await.unwrap();
+    }
+    assert_eq!(forwarded(&nodes), before, "no routed write was forwarded");
+    let coordinators = nodes
+        .iter()
+        .zip(&served_before)
+        .filter(|(n, b)| requests(n) > **b)
+        .count();
+    assert!(
+        coordinators >= 4,
+        "writes went to {coordinators} nodes only"
+    );
+    for i in 0..100 {
+        let got = c.get(format!("routed-{i}")).await.unwrap();
+        assert_eq!(got.value().unwrap().as_ref(), format!("v{i}").as_bytes());
+    }
+
+    // A replica that is gone: requests for its keys fall back to the seed.
+    let gone = nodes.pop().unwrap();
+    gone.shutdown().await;
+    for i in 0..100 {
+        c.put(format!("routed-{i}"), "again").await.unwrap();
+    }
     for n in nodes {
         n.shutdown().await;
     }

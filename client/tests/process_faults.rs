@@ -126,30 +126,36 @@ fn spawn(dir: &std::path::Path, i: usize, seed: Option<&str>) -> (Child, Ep) {
     }
 }
 
-async fn wait_alive(admin: &str, alive: usize) {
+/// Waits until every node behind `admins` sees exactly `alive` live NORMAL
+/// members with tokens. Each node's own view matters: a node that has not
+/// yet learned a peer's tokens coordinates with a shorter preference list
+/// (an R=all read through it would fail), so one node's view is not enough.
+async fn wait_alive(admins: &[&str], alive: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut a) = Admin::connect(admin).await
-            && let Ok(s) = a.status().await
-            && s.members
-                .iter()
-                .filter(|m| {
-                    // A node started into a running ring is JOINING until it
-                    // has streamed its ranges in.
-                    m.alive
-                        && m.tokens > 0
-                        && m.state == ringkv_client::pb::NodeState::Normal as i32
-                })
-                .count()
-                == alive
-        {
-            return;
+    for admin in admins {
+        loop {
+            if let Ok(mut a) = Admin::connect(admin).await
+                && let Ok(s) = a.status().await
+                && s.members
+                    .iter()
+                    .filter(|m| {
+                        // A node started into a running ring is JOINING until it
+                        // has streamed its ranges in.
+                        m.alive
+                            && m.tokens > 0
+                            && m.state == ringkv_client::pb::NodeState::Normal as i32
+                    })
+                    .count()
+                    == alive
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never saw {alive} live members via {admin}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "never saw {alive} live members via {admin}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -164,7 +170,8 @@ async fn replicas_killed_or_stopped_do_not_stop_quorums() {
         procs.0.push(Some(c));
         eps.push(ep);
     }
-    wait_alive(&eps[0].admin, 3).await;
+    let admins: Vec<&str> = eps.iter().map(|e| e.admin.as_str()).collect();
+    wait_alive(&admins, 3).await;
     let mut c0 = Client::connect(&eps[0].grpc).await.unwrap();
     for k in 0..20 {
         c0.put(format!("k{k}"), format!("v{k}")).await.unwrap();
@@ -197,7 +204,7 @@ async fn replicas_killed_or_stopped_do_not_stop_quorums() {
     // at R=all repair what it missed while it was down.
     let (child, ep2) = spawn(dir.path(), 2, Some(&eps[0].gossip));
     procs.0[2] = Some(child);
-    wait_alive(&eps[0].admin, 3).await;
+    wait_alive(&[&eps[0].admin, &eps[1].admin, &ep2.admin], 3).await;
     let mut c2 = Client::connect(&ep2.grpc).await.unwrap();
     for k in 0..20 {
         let got = c2.get_with(format!("k{k}"), "all").await.unwrap();

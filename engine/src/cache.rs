@@ -65,6 +65,11 @@ impl BlockCache {
         }
     }
 
+    /// The cached entry, without loading anything.
+    pub(crate) fn peek(&self, key: (u64, u64)) -> Option<Cached> {
+        self.inner.as_ref()?.get(&key)
+    }
+
     pub(crate) fn used_bytes(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.weight())
     }

@@ -1,12 +1,12 @@
-//! The database: open and recovery, the group-commit write path, reads and
-//! scans, and the background flush, compaction and sync threads.
+//! The database: open and recovery, reads and scans, and the background
+//! flush, compaction and sync threads. The write path is in `write.rs`.
 //!
 //! Concurrency in brief:
-//! - Writers queue up; the writer at the front becomes the *leader*, takes the
-//!   batches queued behind it, writes them as one WAL record (one fsync for
-//!   all under `SyncPolicy::Always`), inserts them into the memtable and then
-//!   publishes their sequence numbers. Only a leader rotates memtables, so a
-//!   batch always lands in the memtable whose WAL holds it.
+//! - Writers append to the active memtable and to the group the commit
+//!   thread writes next (one WAL record, one fsync for all under
+//!   `SyncPolicy::Always`); the commit thread then publishes their sequence
+//!   numbers. Only the commit thread rotates memtables, so a batch always
+//!   lands in the memtable whose WAL holds it.
 //! - Readers load the current `SuperVersion` (memtables + tables) without
 //!   locks, then the visible sequence number; what they see is a prefix of
 //!   history, so batches are atomic and scans are consistent snapshots.
@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::batch::{
-    MAX_KEY_BYTES, Op, WriteBatch, decode_group, encode_group_header, plausible_successor,
-};
+use crate::batch::{MAX_KEY_BYTES, Op, WriteBatch, decode_group, plausible_successor};
 use crate::cache::BlockCache;
 use crate::compaction::{self, Compaction};
 use crate::entry::Entry;
@@ -39,46 +37,34 @@ use crate::memtable::Memtable;
 use crate::options::{Options, SyncPolicy};
 use crate::record::{LogWriter, read_log};
 use crate::sst::bloom;
-use crate::sst::table::{BuildOptions, FileMeta, TableBuilder, TableIter};
+use crate::sst::table::{BuildOptions, FileMeta, Probe, TableBuilder, TableIter};
 use crate::version::{NUM_LEVELS, SuperVersion, TableFile, Version, table_name, wal_name};
+use crate::write::{Commit, Pipeline};
 
-/// A write group never grows past this many bytes of batches.
-const MAX_GROUP_BYTES: usize = 1 << 20;
 /// Rewrite the manifest as a snapshot when it grows past this.
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
-enum Job {
-    Batch(WriteBatch),
-    /// Make the active memtable immutable (for `flush`).
-    Rotate,
-}
-
-struct Writer {
-    job: Job,
-    result: Mutex<Option<Result<()>>>,
-    cv: Condvar,
-}
-
 #[derive(Default)]
-struct Counters {
-    user_bytes: AtomicU64,
-    wal_bytes: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) user_bytes: AtomicU64,
+    pub(crate) wal_bytes: AtomicU64,
     flush_bytes: AtomicU64,
     compaction_written: AtomicU64,
     compaction_read: AtomicU64,
     manifest_bytes: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    pub(crate) write_groups: AtomicU64,
     stalls: AtomicU64,
     stall_micros: AtomicU64,
     slowdowns: AtomicU64,
 }
 
-fn add(c: &AtomicU64, v: u64) {
+pub(crate) fn add(c: &AtomicU64, v: u64) {
     c.fetch_add(v, Ordering::Relaxed);
 }
 
-struct State {
+pub(crate) struct State {
     mem: Arc<Memtable>,
     /// Immutable memtables waiting for flush, oldest first.
     imm: VecDeque<Arc<Memtable>>,
@@ -86,7 +72,7 @@ struct State {
     manifest: LogWriter,
     manifest_number: u64,
     next_file: u64,
-    bg_error: Option<Error>,
+    pub(crate) bg_error: Option<Error>,
     shutdown: bool,
     rotations: u64,
     flushed: u64,
@@ -103,23 +89,23 @@ impl State {
     }
 }
 
-struct Inner {
-    dir: PathBuf,
-    opts: Options,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
     cache: Arc<BlockCache>,
     sv: ArcSwap<SuperVersion>,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
     /// Wakes the background threads.
     bg_cv: Condvar,
     /// Wakes stalled writers and `flush`/`compact` callers.
     done_cv: Condvar,
-    queue: Mutex<VecDeque<Arc<Writer>>>,
-    /// Only the write leader appends; the syncer borrows a handle.
-    wal: Mutex<LogWriter>,
-    last_seq: AtomicU64,
-    visible_seq: AtomicU64,
+    pub(crate) pipeline: Pipeline,
+    /// Only the commit thread appends; the syncer borrows a handle.
+    pub(crate) wal: Mutex<LogWriter>,
+    pub(crate) last_seq: AtomicU64,
+    pub(crate) visible_seq: AtomicU64,
     closed: AtomicBool,
-    stats: Counters,
+    pub(crate) stats: Counters,
     _lock: File,
 }
 
@@ -139,6 +125,15 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// The answer of [`Db::get_cached`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// The value (`None`: no live value), found without touching disk.
+    Value(Option<Vec<u8>>),
+    /// Answering needs a block read from disk.
+    NeedsIo,
+}
+
 /// Counters and shape of a database, for metrics and benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -151,6 +146,9 @@ pub struct Stats {
     pub manifest_bytes_written: u64,
     pub flushes: u64,
     pub compactions: u64,
+    /// WAL records written by the commit thread: each holds every batch
+    /// appended while the previous one was being written (and synced).
+    pub write_groups: u64,
     /// Times a write waited for flush or compaction, and for how long in all.
     pub write_stalls: u64,
     pub write_stall_micros: u64,
@@ -225,7 +223,7 @@ fn write_level0(
     }
 }
 
-fn insert_ops<'a>(
+pub(crate) fn insert_ops<'a>(
     mem: &Memtable,
     first_seq: u64,
     write_time: u64,
@@ -464,7 +462,7 @@ impl Db {
             cache: Arc::new(BlockCache::new(opts.block_cache_bytes)),
             sv: ArcSwap::from_pointee(sv),
             state: Mutex::new(State {
-                mem,
+                mem: Arc::clone(&mem),
                 imm: VecDeque::new(),
                 version,
                 manifest,
@@ -480,7 +478,7 @@ impl Db {
             }),
             bg_cv: Condvar::new(),
             done_cv: Condvar::new(),
-            queue: Mutex::new(VecDeque::new()),
+            pipeline: Pipeline::new(Arc::clone(&mem), rec.last_seq),
             wal: Mutex::new(wal),
             last_seq: AtomicU64::new(rec.last_seq),
             visible_seq: AtomicU64::new(rec.last_seq),
@@ -498,6 +496,7 @@ impl Db {
                 .spawn(move || f(inner))
                 .map_err(|e| Error::io(PathBuf::from(name), e))
         };
+        threads.push(spawn("ringkv-commit", crate::write::commit_loop, &inner)?);
         threads.push(spawn("ringkv-flush", flush_loop, &inner)?);
         threads.push(spawn("ringkv-compact", compaction_loop, &inner)?);
         if let SyncPolicy::Periodic(_) = inner.opts.sync {
@@ -535,7 +534,8 @@ impl Db {
     }
 
     /// Apply a batch atomically. With `SyncPolicy::Always` it is durable when
-    /// this returns.
+    /// this returns. Blocks the calling thread until then; async callers use
+    /// [`Db::write_async`].
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         if let Some(m) = &batch.invalid {
             return Err(Error::InvalidArgument(m.clone()));
@@ -543,7 +543,47 @@ impl Db {
         if batch.is_empty() {
             return self.check_open();
         }
-        self.submit(Job::Batch(batch))
+        self.check_open()?;
+        self.inner.write_blocking(&batch)
+    }
+
+    /// [`Db::write`] for async callers: the batch is appended to the
+    /// memtable and the next WAL group on the calling task (when the future
+    /// is first polled), and the future completes once the commit thread
+    /// has written (and, under `SyncPolicy::Always`, synced) that group — no
+    /// thread is parked meanwhile. A future dropped after its first poll
+    /// does not undo the write. It only waits on a thread's work when the
+    /// memtable is full and must be rotated first.
+    pub fn write_async(
+        &self,
+        batch: WriteBatch,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let append = self.append(batch);
+        async move { append.await?.await }
+    }
+
+    /// The first half of [`Db::write_async`]: appends the batch (in order
+    /// with every other write) and returns its [`Commit`], to be awaited
+    /// later. Until the commit completes the batch is invisible to readers
+    /// and not durable; the caller can do other work meanwhile (a replica
+    /// sends the write to its peers while its own fsync runs).
+    pub fn append(
+        &self,
+        batch: WriteBatch,
+    ) -> impl std::future::Future<Output = Result<Commit>> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            if let Some(m) = &batch.invalid {
+                return Err(Error::InvalidArgument(m.clone()));
+            }
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            if batch.is_empty() {
+                return Ok(Commit::done(inner));
+            }
+            crate::write::append(inner, batch).await
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -554,71 +594,26 @@ impl Db {
         }
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
-        self.check_open()?;
-        let inner = &*self.inner;
-        let me = Arc::new(Writer {
-            job,
-            result: Mutex::new(None),
-            cv: Condvar::new(),
-        });
-        let mut q = inner.queue.lock();
-        q.push_back(Arc::clone(&me));
-        loop {
-            if let Some(r) = me.result.lock().take() {
-                return r;
-            }
-            if q.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
-                break;
-            }
-            me.cv.wait(&mut q);
-        }
-        // Leader: take the batches queued behind us (a rotation goes alone).
-        let group: Vec<Arc<Writer>> = match me.job {
-            Job::Rotate => vec![Arc::clone(&me)],
-            Job::Batch(ref b) => {
-                let limit = if b.size_bytes() <= (128 << 10) {
-                    b.size_bytes() + (128 << 10)
-                } else {
-                    MAX_GROUP_BYTES
-                };
-                let mut size = 0;
-                q.iter()
-                    .take_while(|w| match &w.job {
-                        Job::Batch(b) => {
-                            size += b.size_bytes();
-                            size <= limit || Arc::ptr_eq(w, &me)
-                        }
-                        Job::Rotate => false,
-                    })
-                    .cloned()
-                    .collect()
-            }
-        };
-        drop(q);
-        let res = inner.commit(&group);
-        let mut q = inner.queue.lock();
-        for w in &group {
-            q.pop_front();
-            if !Arc::ptr_eq(w, &me) {
-                *w.result.lock() = Some(match &res {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e.duplicate()),
-                });
-                w.cv.notify_one();
-            }
-        }
-        if let Some(next) = q.front() {
-            next.cv.notify_one();
-        }
-        res
-    }
-
     /// The value of `key`, if it has a live one.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.lookup(key, true)? {
+            Cached::Value(v) => Ok(v),
+            Cached::NeedsIo => unreachable!("a lookup with I/O allowed never asks for it"),
+        }
+    }
+
+    /// [`Db::get`] that never blocks on disk: answered from the memtables,
+    /// pinned filters and the block cache, or `Cached::NeedsIo` when a block
+    /// would have to be read (then call `get` where blocking is fine). Lets
+    /// an async caller serve hot reads and filter misses on its own task.
+    pub fn get_cached(&self, key: &[u8]) -> Result<Cached> {
+        self.lookup(key, false)
+    }
+
+    fn lookup(&self, key: &[u8], io: bool) -> Result<Cached> {
         self.check_open()?;
         if key.len() > MAX_KEY_BYTES {
-            return Ok(None);
+            return Ok(Cached::Value(None));
         }
         let inner = &*self.inner;
         let sv = inner.sv.load();
@@ -631,22 +626,25 @@ impl Db {
                     .and_then(|e| e.live_value(now))
                     .map(<[u8]>::to_vec)
             }) {
-                return Ok(v);
+                return Ok(Cached::Value(v));
             }
         }
-        // Some(None): an entry that does not decode (bytes that passed their
+        // Found(None): an entry that does not decode (bytes that passed their
         // checksum but are not ours — reported, never served).
-        let found = sv.version.get(&inner.cache, key, bloom::hash(key), |e| {
-            Entry::decode(e).map(|entry| entry.live_value(now).map(<[u8]>::to_vec))
-        })?;
+        let found = sv
+            .version
+            .get(&inner.cache, key, bloom::hash(key), io, |e| {
+                Entry::decode(e).map(|entry| entry.live_value(now).map(<[u8]>::to_vec))
+            })?;
         match found {
-            Some(Some(value)) => Ok(value),
-            Some(None) => Err(Error::corruption(
+            Probe::Found(Some(value)) => Ok(Cached::Value(value)),
+            Probe::Found(None) => Err(Error::corruption(
                 &inner.dir,
                 0,
                 format!("undecodable stored entry for key {key:?}"),
             )),
-            None => Ok(None),
+            Probe::Absent => Ok(Cached::Value(None)),
+            Probe::NeedsIo => Ok(Cached::NeedsIo),
         }
     }
 
@@ -711,7 +709,8 @@ impl Db {
 
     /// Write everything in memory to tables and wait for it.
     pub fn flush(&self) -> Result<()> {
-        self.submit(Job::Rotate)?;
+        self.check_open()?;
+        self.inner.rotate_blocking(true)?;
         let inner = &*self.inner;
         let mut st = inner.state.lock();
         let target = st.rotations;
@@ -766,6 +765,8 @@ impl Db {
     fn shutdown(&self) -> Result<()> {
         let inner = &*self.inner;
         inner.closed.store(true, Ordering::Release);
+        // The commit thread writes what was appended, then exits.
+        inner.stop_pipeline();
         {
             let mut st = inner.state.lock();
             st.shutdown = true;
@@ -775,8 +776,6 @@ impl Db {
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
-        // Let a leader that is mid-commit finish before the final sync.
-        let _q = inner.queue.lock();
         if inner.opts.sync != SyncPolicy::Never {
             inner.wal.lock().sync()?;
         }
@@ -797,6 +796,7 @@ impl Db {
             manifest_bytes_written: l(&c.manifest_bytes),
             flushes: l(&c.flushes),
             compactions: l(&c.compactions),
+            write_groups: l(&c.write_groups),
             write_stalls: l(&c.stalls),
             write_stall_micros: l(&c.stall_micros),
             write_slowdowns: l(&c.slowdowns),
@@ -851,7 +851,7 @@ impl Inner {
         }));
     }
 
-    fn set_bg_error(&self, st: &mut State, e: Error) {
+    pub(crate) fn set_bg_error(&self, st: &mut State, e: Error) {
         if st.bg_error.is_none() {
             st.bg_error = Some(e);
         }
@@ -867,10 +867,36 @@ impl Inner {
         add(&self.stats.stall_micros, t.elapsed().as_micros() as u64);
     }
 
+    /// Back-pressure before a write group: refuses after a background
+    /// error, waits while level 0 is at its stop trigger and slows down (one
+    /// millisecond per group) while it is past the slowdown trigger.
+    pub(crate) fn throttle(&self) -> Result<()> {
+        let opts = &self.opts;
+        let mut st = self.state.lock();
+        loop {
+            if let Some(e) = &st.bg_error {
+                return Err(Error::Background(e.to_string()));
+            }
+            let l0 = st.version.levels[0].len();
+            // After shutdown compaction no longer runs: write what is left.
+            if st.shutdown || l0 < opts.l0_slowdown_trigger {
+                return Ok(());
+            }
+            if l0 < opts.l0_stop_trigger {
+                add(&self.stats.slowdowns, 1);
+                drop(st);
+                std::thread::sleep(Duration::from_millis(1));
+                return Ok(());
+            }
+            self.wait_stalled(&mut st);
+        }
+    }
+
     /// Ensure the active memtable has room (rotating it when full, or when
     /// `force` and it is not empty), stalling while flush or compaction is
-    /// behind. Returns the memtable the next write group goes into.
-    fn make_room(&self, mut force: bool) -> Result<Arc<Memtable>> {
+    /// behind. Returns the memtable the next write group goes into. Called
+    /// by the commit thread only, with no append in flight.
+    pub(crate) fn make_room(&self, mut force: bool) -> Result<Arc<Memtable>> {
         let opts = &self.opts;
         let mut st = self.state.lock();
         let mut slowed = false;
@@ -923,53 +949,6 @@ impl Inner {
             self.bg_cv.notify_all();
             force = false;
         }
-    }
-
-    /// Write one group: WAL record, fsync if required, memtable, publish.
-    fn commit(&self, group: &[Arc<Writer>]) -> Result<()> {
-        if let Job::Rotate = group[0].job {
-            return self.make_room(true).map(drop);
-        }
-        let mem = self.make_room(false)?;
-        let batches = group.iter().filter_map(|w| match &w.job {
-            Job::Batch(b) => Some(b),
-            Job::Rotate => None,
-        });
-        let count: u32 = batches.clone().map(|b| b.count).sum();
-        let size: usize = batches.clone().map(|b| b.rep.len()).sum();
-        let first = self.last_seq.load(Ordering::Relaxed) + 1;
-        let now = self.opts.clock.now_unix_ms();
-        let written = {
-            let mut wal = self.wal.lock();
-            let appended = wal.append_with(|rec| {
-                encode_group_header(rec, first, now, count);
-                for b in batches.clone() {
-                    rec.extend_from_slice(&b.rep);
-                }
-            });
-            appended.and_then(|n| match self.opts.sync {
-                SyncPolicy::Always => wal.sync().map(|()| n),
-                _ => Ok(n),
-            })
-        };
-        let written = match written {
-            Ok(n) => n,
-            // Refused before anything was written (a batch over the record limit).
-            Err(e @ Error::InvalidArgument(_)) => return Err(e),
-            Err(e) => {
-                // The log may now end in a partial record: accept no more writes.
-                let mut st = self.state.lock();
-                self.set_bg_error(&mut st, e.duplicate());
-                return Err(e);
-            }
-        };
-        insert_ops(&mem, first, now, batches.flat_map(crate::batch::ops));
-        let last = first + u64::from(count) - 1;
-        self.last_seq.store(last, Ordering::Relaxed);
-        self.visible_seq.store(last, Ordering::Release);
-        add(&self.stats.user_bytes, size as u64);
-        add(&self.stats.wal_bytes, written as u64);
-        Ok(())
     }
 
     /// Record an edit durably in the manifest, then install the new version.

@@ -55,29 +55,6 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
     }
-
-    /// A cheap copy for sticky background errors (io::Error is not Clone).
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::Io { path, source } => Error::Io {
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            Error::Corruption {
-                file,
-                offset,
-                reason,
-            } => Error::Corruption {
-                file: file.clone(),
-                offset: *offset,
-                reason: reason.clone(),
-            },
-            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
-            Error::Locked(p) => Error::Locked(p.clone()),
-            Error::Closed => Error::Closed,
-            Error::Background(s) => Error::Background(s.clone()),
-        }
-    }
 }
 
 /// Attach a path to an io::Result.

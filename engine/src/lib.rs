@@ -38,10 +38,12 @@ mod options;
 mod record;
 mod sst;
 mod version;
+mod write;
 
 pub mod fuzzing;
 
 pub use batch::{MAX_KEY_BYTES, MAX_VALUE_BYTES, WriteBatch};
-pub use db::{Db, Scan, Stats};
+pub use db::{Cached, Db, Scan, Stats};
 pub use error::{Error, Result};
 pub use options::{Clock, Compression, ManualClock, Options, SyncPolicy, SystemClock};
+pub use write::Commit;

@@ -12,7 +12,7 @@ use crate::cache::BlockCache;
 use crate::error::Result;
 use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
-use crate::sst::table::{FileMeta, Table};
+use crate::sst::table::{FileMeta, Probe, Table};
 
 pub(crate) const NUM_LEVELS: usize = 7;
 
@@ -121,33 +121,38 @@ impl Version {
             .collect()
     }
 
-    /// `f` applied to the newest stored entry for `key` in the tables.
+    /// `f` applied to the newest stored entry for `key` in the tables. With
+    /// `io` false, `NeedsIo` instead of reading a block from disk.
     pub(crate) fn get<R>(
         &self,
         cache: &BlockCache,
         key: &[u8],
         hash: u64,
+        io: bool,
         f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<Option<R>> {
+    ) -> Result<Probe<R>> {
         let mut f = Some(f);
         let mut apply = |e: &[u8]| (f.take().expect("called once"))(e);
         for t in &self.levels[0] {
-            if t.contains(key)
-                && let Some(r) = t.table.get(cache, key, hash, true, &mut apply)?
-            {
-                return Ok(Some(r));
+            if t.contains(key) {
+                match t.table.probe(cache, key, hash, true, io, &mut apply)? {
+                    Probe::Absent => {}
+                    found => return Ok(found),
+                }
             }
         }
         for level in &self.levels[1..] {
             let i = level.partition_point(|t| t.meta.largest.as_slice() < key);
             if let Some(t) = level.get(i)
                 && t.meta.smallest.as_slice() <= key
-                && let Some(r) = t.table.get(cache, key, hash, false, &mut apply)?
             {
-                return Ok(Some(r));
+                match t.table.probe(cache, key, hash, false, io, &mut apply)? {
+                    Probe::Absent => {}
+                    found => return Ok(found),
+                }
             }
         }
-        Ok(None)
+        Ok(Probe::Absent)
     }
 }
 

@@ -301,3 +301,45 @@ fn writes_stall_instead_of_growing_memory_when_flush_lags() {
     assert!(s.level_files[0] < 3 + 1);
     assert_eq!(scan_all(&db).len(), 4000);
 }
+
+#[test]
+fn get_cached_answers_without_disk_or_says_it_needs_io() {
+    use ringkv_engine::Cached;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), small_opts()).unwrap();
+    db.put(b"mem", b"1").unwrap();
+    // In the memtable: answered at once, present or absent.
+    assert_eq!(
+        db.get_cached(b"mem").unwrap(),
+        Cached::Value(Some(b"1".to_vec()))
+    );
+    assert_eq!(db.get_cached(b"nope").unwrap(), Cached::Value(None));
+    db.flush().unwrap();
+    // In a fresh table whose filter and blocks were never read: needs I/O.
+    assert_eq!(db.get_cached(b"mem").unwrap(), Cached::NeedsIo);
+    // A blocking read loads filter, index and data block...
+    assert_eq!(db.get(b"mem").unwrap(), Some(b"1".to_vec()));
+    // ...after which both a hit and a filter miss are answered from memory.
+    assert_eq!(
+        db.get_cached(b"mem").unwrap(),
+        Cached::Value(Some(b"1".to_vec()))
+    );
+    assert_eq!(db.get_cached(b"absent-key").unwrap(), Cached::Value(None));
+    db.delete(b"mem").unwrap();
+    assert_eq!(db.get_cached(b"mem").unwrap(), Cached::Value(None));
+
+    // Without a block cache, a key in a table always needs I/O.
+    let dir2 = tempfile::tempdir().unwrap();
+    let db2 = Db::open(
+        dir2.path(),
+        Options {
+            block_cache_bytes: 0,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    db2.put(b"k", b"v").unwrap();
+    db2.flush().unwrap();
+    assert_eq!(db2.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db2.get_cached(b"k").unwrap(), Cached::NeedsIo);
+}

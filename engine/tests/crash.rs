@@ -1,7 +1,8 @@
 //! Crash test. A child process (this same test binary, re-executed with
 //! `RINGKV_CRASH_CHILD` set) writes with `SyncPolicy::Always` from several
 //! threads and prints every write it is about to make (`try`) and every write
-//! the engine acknowledged (`ack`). The parent SIGKILLs it at a random moment
+//! the engine acknowledged (`ack`); half the threads use the blocking
+//! `write`, half `write_async`. The parent SIGKILLs it at a random moment
 //! — tiny memtables and tables mean flushes and compactions are always in
 //! flight — reopens the database and checks, for every key ever written:
 //!
@@ -60,6 +61,25 @@ fn version_of(v: &[u8]) -> Option<u64> {
     s.split(':').next()?.parse().ok()
 }
 
+/// Runs a future to completion on this thread (the engine needs no runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 fn child(dir: &str, base: u64) {
     let db = std::sync::Arc::new(Db::open(dir, opts()).expect("child open"));
     let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -95,14 +115,18 @@ fn child(dir: &str, base: u64) {
                         writeln!(o, "try {t} {i} {version} {op} {j}").unwrap();
                         o.flush().unwrap();
                     }
-                    let res = match op {
-                        "del" => db.delete(&k),
-                        "batch" => {
-                            let mut b = WriteBatch::new();
-                            b.put(&k, &value(version)).put(&key(t, j), &value(version));
-                            db.write(b)
-                        }
-                        _ => db.put(&k, &value(version)),
+                    let mut b = WriteBatch::new();
+                    match op {
+                        "del" => b.delete(&k),
+                        "batch" => b.put(&k, &value(version)).put(&key(t, j), &value(version)),
+                        _ => b.put(&k, &value(version)),
+                    };
+                    // Half the threads write through the async path: both
+                    // share the commit thread and must keep the same promise.
+                    let res = if t % 2 == 0 {
+                        db.write(b)
+                    } else {
+                        block_on(db.write_async(b))
                     };
                     res.expect("write");
                     let mut o = out.lock().unwrap();

@@ -149,7 +149,7 @@ async fn handoff(hints: u64, rate: u64) {
             .is_some_and(|m| !m.alive)
     })
     .await;
-    let h = c.nodes[0].coordinator.hints().clone();
+    let h = c.nodes[0].replica.hints().clone();
     let t = Instant::now();
     for i in 0..hints {
         let key = format!("hinted-{i:08}");
@@ -174,7 +174,7 @@ async fn handoff(hints: u64, rate: u64) {
     })
     .await;
     let drained = wait(Duration::from_secs(3600), || h.pending_total() == 0).await;
-    let stored = c.nodes[2].coordinator.store().count().await.unwrap();
+    let stored = c.nodes[2].replica.store().count().await.unwrap();
     println!(
         "hinted handoff of {hints} hints (hint_delivery_rate {rate}/s): owner seen alive {:.2}s after heal, drained {:.2}s after that ({:.0} hints/s); owner now stores {stored} keys; total {:.2}s",
         seen.as_secs_f64(),
@@ -195,11 +195,7 @@ async fn antientropy(keys: u64, percent: f64) {
             .map(|k| (Bytes::from(format!("key-{k:010}")), record(k, "a")))
             .collect();
         for n in &c.nodes {
-            n.coordinator
-                .store()
-                .merge_batch(items.clone())
-                .await
-                .unwrap();
+            n.replica.store().merge_batch(items.clone()).await.unwrap();
         }
         i += batch;
     }
@@ -215,11 +211,7 @@ async fn antientropy(keys: u64, percent: f64) {
     }
     for n in &c.nodes[..2] {
         for chunk in newer.chunks(2000) {
-            n.coordinator
-                .store()
-                .merge_batch(chunk.to_vec())
-                .await
-                .unwrap();
+            n.replica.store().merge_batch(chunk.to_vec()).await.unwrap();
         }
     }
     eprintln!(
@@ -228,7 +220,7 @@ async fn antientropy(keys: u64, percent: f64) {
         t.elapsed()
     );
     for n in &c.nodes {
-        n.coordinator.store().flush().await.unwrap();
+        n.replica.store().flush().await.unwrap();
     }
     let r = c.nodes[2].repair.clone();
     let t = Instant::now();

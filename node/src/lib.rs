@@ -1,7 +1,7 @@
 //! ringkv-node: a Dynamo-style storage node.
 //!
 //! Dependency arrows point one way:
-//! `api → repair → coordinator → {ring, version, membership, transport} → storage → engine`.
+//! `api → {coordinator, repair} → {replica, ring, version, membership, transport} → engine`.
 
 pub mod api;
 pub mod config;
@@ -12,12 +12,14 @@ pub mod metrics;
 pub mod node;
 pub mod ratelimit;
 pub mod repair;
+pub mod replica;
 pub mod ring;
-pub mod storage;
 pub mod transport;
 pub mod version;
 
 pub use config::{Args, Config, ConflictMode};
+/// The allocator the node binaries use (`#[global_allocator]`).
+pub use mimalloc::MiMalloc as Allocator;
 pub use node::{BoundAddrs, ENDPOINTS_FILE, NodeError, NodeOptions, RunningNode, run};
 pub use transport::{Fault, FaultInjector};
 

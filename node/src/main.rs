@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static GLOBAL: ringkv_node::Allocator = ringkv_node::Allocator;
+
 #[derive(Parser)]
 #[command(name = "ringkv-node", version, about = "A ringkv storage node")]
 struct Cli {

@@ -11,8 +11,7 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// get | put | delete
     pub op: &'static str,
-    /// default | one | quorum | all | 1..=16 | invalid (a closed set:
-    /// labels never come from client input)
+    /// one | quorum | all | 0..9 | 10+ | default | invalid (a closed set)
     pub consistency: &'static str,
     /// ok | not_found | invalid | quorum_failed | unavailable | error
     pub outcome: &'static str,
@@ -52,6 +51,7 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     pub hints_dropped: Counter,
     pub hints_pending: Gauge,
+    pub hint_delivery_failures: Counter,
     pub repair_running: Gauge,
     pub repair_ranges: Counter,
     pub repair_keys_streamed: Counter,
@@ -160,6 +160,12 @@ impl Metrics {
             "Hints held on this node",
             hints_pending.clone(),
         );
+        let hint_delivery_failures = Counter::default();
+        registry.register(
+            "hint_delivery_failures",
+            "Hint batches that could not be handed off (retried every tick)",
+            hint_delivery_failures.clone(),
+        );
         let repair_running = Gauge::default();
         registry.register(
             "repair_running",
@@ -247,6 +253,7 @@ impl Metrics {
             hints_delivered,
             hints_dropped,
             hints_pending,
+            hint_delivery_failures,
             repair_running,
             repair_ranges,
             repair_keys_streamed,

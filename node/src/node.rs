@@ -16,15 +16,16 @@ use crate::api::grpc::KeyValueService;
 use crate::api::internode::InternodeService;
 use crate::api::{ApiState, Gate};
 use crate::config::Config;
-use crate::coordinator::handoff::{self, HandoffSettings};
-use crate::coordinator::{Coordinator, HintStore, Settings, Topology};
+use crate::coordinator::{Coordinator, Settings};
 use crate::membership::{GossipOptions, Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
 use crate::repair::{Moves, Repairer};
+use crate::replica::handoff::{Handoff, HandoffSettings};
+use crate::replica::{HintStore, Replica, StorageError, Store};
 use crate::ring::{
-    Ring, RingNode, SplitMix64, TokenFileError, allocate_tokens, load_or_create_tokens, load_tokens,
+    Ring, RingNode, SharedTopology, SplitMix64, TokenFileError, Topology, allocate_tokens,
+    load_or_create_tokens, load_tokens,
 };
-use crate::storage::{StorageError, Store};
 use crate::transport::{FaultInjector, InternodeClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,7 @@ pub struct RunningNode {
     pub addrs: BoundAddrs,
     pub faults: Arc<FaultInjector>,
     pub coordinator: Arc<Coordinator>,
+    pub replica: Arc<Replica>,
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
     pub repair: Arc<Repairer>,
@@ -119,9 +121,7 @@ fn claim_data_dir(dir: &Path, node_id: &str) -> Result<(), NodeError> {
     }
 }
 
-fn now_ms() -> u64 {
-    crate::coordinator::now_ms()
-}
+use crate::replica::now_ms;
 
 impl RunningNode {
     pub async fn start(config: Config, opts: NodeOptions) -> Result<RunningNode, NodeError> {
@@ -219,16 +219,22 @@ impl RunningNode {
             NodeState::Joining if persisted.is_some() => AfterStart::Join,
             _ => AfterStart::Nothing,
         };
+        let mut start = crate::replica::writer::Start::Existing;
         if persisted.is_none() {
             let (tokens, origin) = choose_tokens(&config, &membership).await;
             let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             let state = match origin {
-                TokenOrigin::FirstNode => NodeState::Normal,
+                TokenOrigin::FirstNode => {
+                    start = crate::replica::writer::Start::New;
+                    NodeState::Normal
+                }
                 TokenOrigin::Adopted => {
+                    start = crate::replica::writer::Start::DataLost;
                     after_start = AfterStart::Repair;
                     NodeState::Normal
                 }
                 TokenOrigin::Allocated => {
+                    start = crate::replica::writer::Start::New;
                     crate::repair::moves::save_state(&config.data_dir, Some(NodeState::Joining))
                         .map_err(|source| NodeError::DataDir {
                             path: config.data_dir.clone(),
@@ -253,17 +259,45 @@ impl RunningNode {
         }
 
         let metrics = Arc::new(Metrics::new());
-        let client = InternodeClient::new(&config.node_id, faults.clone(), config.request_timeout);
-        let coordinator = Arc::new(Coordinator::new(
+        // The internode server accepts twice this per message.
+        let frame_limit = config.max_value_bytes + (256 << 10);
+        let client = InternodeClient::new(
             &config.node_id,
-            Settings::from_config(&config),
+            faults.clone(),
+            config.request_timeout,
+            frame_limit,
+        );
+        let writer =
+            crate::replica::writer::writer_id(&config.data_dir, &config.node_id, start, now_ms())
+                .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        if writer != config.node_id {
+            tracing::info!(%writer, "the last stop was not clean: minting versions under a new writer id");
+        }
+        let replica = Arc::new(Replica::new(
+            &config.node_id,
+            &writer,
             store,
             hints,
-            client,
             metrics.clone(),
         ));
-        coordinator.set_topology(Topology::new(membership.view()));
-        let repair = Repairer::new(coordinator.clone(), config.repair_rate);
+        let topology = Arc::new(SharedTopology::default());
+        topology.set(Topology::new(membership.view()));
+        let coordinator = Arc::new(Coordinator::new(
+            Settings::from_config(&config),
+            replica.clone(),
+            topology.clone(),
+            client.clone(),
+        ));
+        let repair = Repairer::new(
+            replica.clone(),
+            topology.clone(),
+            client.clone(),
+            config.n,
+            config.repair_rate,
+        );
         let gate = Arc::new(Gate::default());
         if initial == NodeState::Left {
             gate.close();
@@ -286,19 +320,21 @@ impl RunningNode {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
-            coordinator.clone(),
+            topology.clone(),
             metrics.clone(),
             stop_rx.clone(),
         )));
-        tasks.push(tokio::spawn(handoff::run(
-            coordinator.clone(),
-            HandoffSettings {
+        let handoff = Handoff {
+            replica: replica.clone(),
+            topology: topology.clone(),
+            client: client.clone(),
+            settings: HandoffSettings {
                 max_hint_window: config.max_hint_window,
                 rate: config.hint_delivery_rate,
                 tick: config.gossip_interval.min(Duration::from_secs(1)),
             },
-            stop_rx.clone(),
-        )));
+        };
+        tasks.push(tokio::spawn(handoff.run(stop_rx.clone())));
         if let Some(every) = config.repair_interval {
             tasks.push(tokio::spawn(
                 repair.clone().schedule(every, stop_rx.clone()),
@@ -308,6 +344,7 @@ impl RunningNode {
         let state = ApiState {
             config: config.clone(),
             coord: coordinator.clone(),
+            replica: replica.clone(),
             membership: membership.clone(),
             metrics: metrics.clone(),
             gate,
@@ -318,7 +355,6 @@ impl RunningNode {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let frame_limit = config.max_value_bytes + (256 << 10);
 
         let internode = tonic::transport::Server::builder()
             .add_service(
@@ -404,6 +440,7 @@ impl RunningNode {
             addrs,
             faults,
             coordinator,
+            replica,
             membership,
             metrics,
             repair,
@@ -444,11 +481,20 @@ impl RunningNode {
             tokio::time::sleep(linger).await;
         }
         self.membership.shutdown();
-        if let Err(e) = self.coordinator.store().close().await {
+        let stored = self.replica.store().close().await;
+        if let Err(e) = &stored {
             tracing::warn!(error = %e, "closing storage");
         }
-        if let Err(e) = self.coordinator.hints().close().await {
+        let hints_closed = self.replica.hints().close().await;
+        if let Err(e) = &hints_closed {
             tracing::warn!(error = %e, "closing hints");
+        }
+        // Everything this run minted is durable now (or the stop is unclean).
+        if stored.is_ok()
+            && hints_closed.is_ok()
+            && let Err(e) = crate::replica::writer::mark_clean(&self.config.data_dir)
+        {
+            tracing::warn!(error = %e, "recording a clean shutdown");
         }
         let _ = std::fs::remove_file(self.config.data_dir.join(ENDPOINTS_FILE));
         tracing::info!(node = %self.config.node_id, "node stopped");
@@ -541,10 +587,10 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
     (tokens, origin)
 }
 
-/// Rebuilds the coordinator's topology whenever the membership view changes.
+/// Rebuilds the shared topology whenever the membership view changes.
 async fn follow_membership(
     membership: Membership,
-    coord: Arc<Coordinator>,
+    topology: Arc<SharedTopology>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -555,7 +601,7 @@ async fn follow_membership(
         metrics
             .members_alive
             .set(view.members.iter().filter(|m| m.alive).count() as i64);
-        coord.set_topology(Topology::new(view));
+        topology.set(Topology::new(view));
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,

@@ -68,6 +68,48 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
     );
     // The outsider never stored the key itself.
     assert!(c.local_values(outsider, key.as_bytes()).await.is_empty());
+
+    // A write forwarded as often as allowed that still lands on a
+    // non-replica (rings disagree for a gossip round while a node joins or
+    // leaves) is taken there as a sloppy write, never refused.
+    let mut internode = ringkv_proto::v1::internode_client::InternodeClient::connect(format!(
+        "http://{}",
+        c.nodes[outsider].addrs.internode
+    ))
+    .await
+    .unwrap();
+    let got = get(&mut kv, &key).await;
+    let resp = internode
+        .coordinate_write(pb::CoordinateWriteRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: Some(b"after-two-hops".to_vec().into()),
+            context: got.context,
+            ttl_ms: 0,
+            w: String::new(),
+            hops: 2,
+        })
+        .await
+        .expect("a write at the hop limit is coordinated, not refused")
+        .into_inner();
+    assert!(resp.acks >= 2, "{resp:?}");
+    // A sloppy write counts its coordinator (a substitute) toward W, so only
+    // a read of every home replica is sure to see it (README: W+R>N is
+    // overlap among home replicas only).
+    let all = kv
+        .get(pb::GetRequest {
+            key: key.as_bytes().to_vec().into(),
+            r: "all".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(values(&all), vec!["after-two-hops"]);
+    assert!(
+        c.nodes[outsider]
+            .metrics
+            .encode()
+            .contains("ringkv_sloppy_writes_total 1")
+    );
     c.stop().await;
     latest_write_is_always_read(5).await;
 }
@@ -720,6 +762,31 @@ async fn restart_keeps_tokens_and_data() {
     .await
     .unwrap();
     assert_eq!(values(&get(&mut kv, "durable").await), vec!["yes"]);
+    // A clean restart keeps minting under the node id.
+    assert_eq!(node.replica.writer_id(), "solo");
+    node.shutdown().await;
+
+    // A stop that was not clean (no marker, as after a kill): versions are
+    // minted under a new writer id, so a dot this node may have sent out
+    // before a crash is never minted again for another value. Versions
+    // from both ids still supersede each other as usual.
+    std::fs::remove_file(dir.path().join("solo/clean_shutdown")).unwrap();
+    let node = ringkv_node::RunningNode::start(cfg(), Default::default())
+        .await
+        .unwrap();
+    let writer = node.replica.writer_id().to_string();
+    assert!(writer.starts_with("solo~"), "{writer}");
+    let mut kv = ringkv_proto::v1::key_value_client::KeyValueClient::connect(format!(
+        "http://{}",
+        node.addrs.grpc
+    ))
+    .await
+    .unwrap();
+    let got = get(&mut kv, "durable").await;
+    put(&mut kv, "durable", "again", &got.context)
+        .await
+        .unwrap();
+    assert_eq!(values(&get(&mut kv, "durable").await), vec!["again"]);
     node.shutdown().await;
     // Another identity on the same data directory is refused.
     let mut other = cfg();

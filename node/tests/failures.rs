@@ -115,7 +115,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
     let stored: u64 = c
         .nodes
         .iter()
-        .map(|n| n.coordinator.hints().pending_total())
+        .map(|n| n.replica.hints().pending_total())
         .sum();
     assert!(stored > 0, "writes for the far side must leave hints");
 
@@ -125,7 +125,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
     eventually(LONG, "hints handed off", || async {
         c.nodes
             .iter()
-            .all(|n| n.coordinator.hints().pending_total() == 0)
+            .all(|n| n.replica.hints().pending_total() == 0)
     })
     .await;
     repair_all(&c).await;
@@ -171,7 +171,7 @@ async fn partition_2_3_with_w1_keeps_both_sides_writable_then_converges_with_sib
 /// Size of what node `i` stores (engine key + encoded record per key).
 async fn stored_bytes(c: &Cluster, i: usize) -> u64 {
     let mut total = 0;
-    let store = c.nodes[i].coordinator.store().clone();
+    let store = c.nodes[i].replica.store().clone();
     tokio::task::spawn_blocking(move || {
         store
             .scan_tokens_blocking(0, u64::MAX, |k, v| {
@@ -197,7 +197,7 @@ async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
     }
     // With three nodes at N=3 node 2 holds everything.
     eventually(LONG, "the third replica to have every write", || async {
-        c.nodes[2].coordinator.store().count().await.unwrap() == count
+        c.nodes[2].replica.store().count().await.unwrap() == count
     })
     .await;
     let missing = stored_bytes(&c, 2).await;
@@ -214,7 +214,7 @@ async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
         !r.running && r.last_completed_unix_ms > 0
     })
     .await;
-    assert_eq!(c.nodes[2].coordinator.store().count().await.unwrap(), count);
+    assert_eq!(c.nodes[2].replica.store().count().await.unwrap(), count);
     let r = c.nodes[2].status().repair.unwrap();
     assert!(
         r.bytes_streamed >= missing && r.bytes_streamed <= 2 * missing,
@@ -294,7 +294,7 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
                 .await
                 .unwrap();
             let mut round = 1u64;
-            let mut errors = 0;
+            let mut errors: Vec<String> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 for i in (0..600).step_by(7) {
                     let k = format!("k{i:04}");
@@ -304,7 +304,7 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
                         Ok(_) => {
                             latest.lock().insert(k, v);
                         }
-                        Err(_) => errors += 1,
+                        Err(e) => errors.push(format!("{k}: {e}")),
                     }
                 }
                 round += 1;
@@ -362,7 +362,10 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
 
     stop.store(true, Ordering::Relaxed);
     let errors = writer.await.unwrap();
-    assert_eq!(errors, 0, "writes failed during join/decommission");
+    assert!(
+        errors.is_empty(),
+        "writes failed during join/decommission: {errors:?}"
+    );
     eventually(LONG, "everyone to see node-2 LEFT", || async {
         [0, 1, 3].iter().all(|&i| {
             c.nodes[i]

@@ -33,7 +33,7 @@ fn sees(c: &Cluster, i: usize, ids: &[&str]) -> bool {
 }
 
 fn now_ms() -> u64 {
-    ringkv_node::coordinator::now_ms()
+    ringkv_node::replica::now_ms()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,7 +118,7 @@ async fn forged_records_over_internode_are_refused_and_nothing_is_stored() {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
             // A batch is all or nothing: one bad item refuses the batch.
             let good = c.nodes[i]
-                .coordinator
+                .replica
                 .store()
                 .read(b"k")
                 .await
@@ -147,7 +147,7 @@ async fn forged_records_over_internode_are_refused_and_nothing_is_stored() {
     // Every replica still holds v1 and the key still takes writes.
     for i in 0..3 {
         assert_eq!(c.local_values(i, b"k").await, vec![b"v1".to_vec()]);
-        assert_eq!(c.nodes[i].coordinator.store().undecodable_records(), 0);
+        assert_eq!(c.nodes[i].replica.store().undecodable_records(), 0);
     }
     let ctx = get(&mut kv, "k").await.context;
     put(&mut kv, "k", "v2", &ctx).await.unwrap();
@@ -165,7 +165,7 @@ async fn plant(c: &mut Cluster, i: usize, records: &[(&str, Option<Vec<u8>>)]) {
     {
         let db = ringkv_engine::Db::open(&dir, ringkv_engine::Options::default()).unwrap();
         for (k, v) in records {
-            let ek = ringkv_node::storage::engine_key(k.as_bytes());
+            let ek = ringkv_node::replica::engine_key(k.as_bytes());
             match v {
                 Some(v) => db.put(&ek, v).unwrap(),
                 None => db.delete(&ek).unwrap(),
@@ -215,7 +215,7 @@ async fn a_stored_record_that_does_not_decode_never_blocks_reads_writes_or_repai
     eventually(LONG, "full replication", || async {
         let mut n = 0;
         for i in 0..3 {
-            n += c.nodes[i].coordinator.store().count().await.unwrap();
+            n += c.nodes[i].replica.store().count().await.unwrap();
         }
         n == 300
     })
@@ -263,11 +263,11 @@ async fn a_stored_record_that_does_not_decode_never_blocks_reads_writes_or_repai
         );
     }
     // Counted and reported: on the node, in Admin.Status and /metrics.
-    let bad = c.nodes[2].coordinator.store().undecodable_records();
+    let bad = c.nodes[2].replica.store().undecodable_records();
     assert!(bad >= 2, "{bad}");
     assert_eq!(
         s.undecodable_records,
-        c.nodes[2].coordinator.store().undecodable_records()
+        c.nodes[2].replica.store().undecodable_records()
     );
     let m = http(c.nodes[2].addrs.http, "GET", "/metrics", &[], b"").await;
     let text = String::from_utf8_lossy(&m.body);
@@ -329,7 +329,7 @@ async fn decommission_streams_every_other_key_past_a_bad_stored_record() {
             && d.phase == pb::decommission_status::Phase::Done as i32
     })
     .await;
-    assert!(c.nodes[3].coordinator.store().undecodable_records() >= 1);
+    assert!(c.nodes[3].replica.store().undecodable_records() >= 1);
     eventually(LONG, "everyone to see node-3 LEFT", || async {
         (0..3).all(|i| {
             c.nodes[i]
@@ -369,6 +369,7 @@ async fn metric_labels_do_not_grow_with_distinct_bad_consistency_values() {
     // One of each kind first, so every label the bad values map to exists.
     let _ = http(h, "GET", "/v1/keys/k?r=99", &[], b"").await;
     let _ = http(h, "PUT", "/v1/keys/k?w=99", &[], b"x").await;
+    let _ = http(h, "PUT", "/v1/keys/k?w=bad", &[], b"x").await;
     let _ = http(h, "DELETE", "/v1/keys/k?w=99", &[], b"").await;
     let _ = kv
         .get(pb::GetRequest {
@@ -477,7 +478,7 @@ async fn three_puts_with_large_contexts_leave_a_key_the_server_can_resolve() {
     // Every stored copy stays small, whatever the merges did.
     for i in 0..3 {
         let rec = c.nodes[i]
-            .coordinator
+            .replica
             .store()
             .read(b"bloat")
             .await

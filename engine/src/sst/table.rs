@@ -370,28 +370,81 @@ impl Table {
         pin_filter: bool,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<Option<R>> {
+        match self.probe(cache, key, hash, pin_filter, true, f)? {
+            Probe::Found(r) => Ok(Some(r)),
+            Probe::Absent => Ok(None),
+            Probe::NeedsIo => unreachable!("probe with I/O allowed never asks for it"),
+        }
+    }
+
+    /// Like `get`; with `io` false, answers `NeedsIo` instead of reading a
+    /// block that is neither cached nor pinned (a read that never blocks).
+    pub(crate) fn probe<R>(
+        &self,
+        cache: &BlockCache,
+        key: &[u8],
+        hash: u64,
+        pin_filter: bool,
+        io: bool,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Probe<R>> {
         let may = if pin_filter {
-            self.pinned_bloom()?.may_contain(hash)
+            match self.pinned.get() {
+                Some(b) => b.may_contain(hash),
+                None if !io => return Ok(Probe::NeedsIo),
+                None => self.pinned_bloom()?.may_contain(hash),
+            }
         } else {
-            self.bloom(cache)?.may_contain(hash)
+            match cache.peek((self.number, self.filter.offset)) {
+                Some(Cached::Bloom(b)) => b.may_contain(hash),
+                _ if !io => return Ok(Probe::NeedsIo),
+                _ => self.bloom(cache)?.may_contain(hash),
+            }
         };
         if !may {
-            return Ok(None);
+            return Ok(Probe::Absent);
         }
-        let index = self.block(cache, self.index, true)?;
+        let Some(index) = self.block_if(cache, self.index, io)? else {
+            return Ok(Probe::NeedsIo);
+        };
         let mut it = index.iter();
         it.seek(key)
             .map_err(|_| self.corrupt(self.index.offset, "malformed index block"))?;
         if !it.valid() {
-            return Ok(None);
+            return Ok(Probe::Absent);
         }
         let h = self.decode_handle(it.value(), self.index.offset)?;
-        let data = self.block(cache, h, true)?;
+        let Some(data) = self.block_if(cache, h, io)? else {
+            return Ok(Probe::NeedsIo);
+        };
         let mut d = data.iter();
         d.seek(key)
             .map_err(|_| self.corrupt(h.offset, "malformed data block"))?;
-        Ok((d.valid() && d.key() == key).then(|| f(d.value())))
+        Ok(if d.valid() && d.key() == key {
+            Probe::Found(f(d.value()))
+        } else {
+            Probe::Absent
+        })
     }
+
+    /// A block through the cache; with `io` false, `None` unless cached.
+    fn block_if(&self, cache: &BlockCache, h: Handle, io: bool) -> Result<Option<Arc<Block>>> {
+        if io {
+            return self.block(cache, h, true).map(Some);
+        }
+        match cache.peek((self.number, h.offset)) {
+            Some(Cached::Block(b)) => Ok(Some(b)),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// What a lookup found in one table.
+pub(crate) enum Probe<R> {
+    Found(R),
+    Absent,
+    /// The answer needs a block read from disk (only when I/O was not allowed).
+    NeedsIo,
 }
 
 /// Ordered cursor over a table. `fill` says whether blocks read go into the

@@ -51,14 +51,14 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
         }),
         conflict_mode: c.conflict_mode.as_str().to_string(),
         members,
-        pending_hints: state.coord.hints().pending_total(),
+        pending_hints: state.replica.hints().pending_total(),
         repair: Some(state.repair.status()),
         decommission: Some(state.moves.decommission_status()),
         draining: state.gate.is_draining(),
         uptime_ms: state.started.elapsed().as_millis() as u64,
-        pending_hints_by_node: state.coord.hints().pending().into_iter().collect(),
+        pending_hints_by_node: state.replica.hints().pending().into_iter().collect(),
         join: state.moves.join_status(),
-        undecodable_records: state.coord.store().undecodable_records(),
+        undecodable_records: state.replica.store().undecodable_records(),
         gossip_dropped: state
             .membership
             .gossip_dropped()
@@ -103,8 +103,8 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DrainResponse>, Status> {
         tracing::info!("draining: refusing new client requests");
         self.state.gate.drain(DRAIN_WAIT).await;
-        self.state.coord.store().flush().await?;
-        self.state.coord.hints().flush().await?;
+        self.state.replica.store().flush().await?;
+        self.state.replica.hints().flush().await?;
         tracing::info!("drained");
         Ok(Response::new(pb::DrainResponse {}))
     }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::{ApiState, is_too_large, outcome_label};
-use crate::coordinator::{CoordError, InvalidInput, WriteRequest};
+use crate::coordinator::{CoordError, InvalidInput, Level, WriteRequest};
 
 pub const CONTEXT_HEADER: &str = "x-version-context";
 const PREFIX: &str = "/v1/keys/";
@@ -227,6 +227,21 @@ async fn empty_key() -> Response {
     coord_error(InvalidInput::EmptyKey.into())
 }
 
+/// The consistency level of query parameter `name`, parsed once here; a bad
+/// one is counted and answered with a 400.
+fn level_of(
+    s: &ApiState,
+    op: &'static str,
+    q: &HashMap<String, String>,
+    name: &str,
+    started: Instant,
+) -> Result<Option<Level>, Response> {
+    Level::parse(q.get(name).map_or("", String::as_str)).map_err(|e| {
+        s.observe(op, Err(()), started, "invalid");
+        coord_error(e.into())
+    })
+}
+
 async fn get_key(
     State(s): State<ApiState>,
     uri: Uri,
@@ -240,20 +255,21 @@ async fn get_key(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let r = q.get("r").cloned().unwrap_or_default();
     let started = Instant::now();
-    let span = tracing::info_span!("get", api = "http", key_len = key.len(), r = %r);
-    let res = tracing::Instrument::instrument(s.coord.get(key.clone(), &r), span).await;
-    let out = match res {
+    let r = match level_of(&s, "get", &q, "r", started) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let out = match s.coord.get(key.clone(), r).await {
         Ok(o) => o,
         Err(e) => {
-            s.observe("get", &r, started, outcome_label(&e));
+            s.observe("get", Ok(r), started, outcome_label(&e));
             return coord_error(e);
         }
     };
     s.observe(
         "get",
-        &r,
+        Ok(r),
         started,
         if out.siblings.is_empty() {
             "not_found"
@@ -364,19 +380,21 @@ async fn put_key(
         (Ok(c), Ok(t)) => (c, t),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    let w = q.get("w").cloned().unwrap_or_default();
     let started = Instant::now();
-    let span = tracing::info_span!("put", api = "http", key_len = key.len(), value_len = value.len(), w = %w);
+    let w = match level_of(&s, "put", &q, "w", started) {
+        Ok(w) => w,
+        Err(resp) => return resp,
+    };
     let req = WriteRequest {
         key,
         value: Some(value),
         context: ctx,
         ttl_ms,
-        w: w.clone(),
+        w,
     };
-    match tracing::Instrument::instrument(s.coord.write(req, 0), span).await {
+    match s.coord.write(req, 0).await {
         Ok(out) => {
-            s.observe("put", &w, started, "ok");
+            s.observe("put", Ok(w), started, "ok");
             let body = json!({"context": out.context, "acks": out.acks});
             with_context(
                 (
@@ -389,7 +407,7 @@ async fn put_key(
             )
         }
         Err(e) => {
-            s.observe("put", &w, started, outcome_label(&e));
+            s.observe("put", Ok(w), started, outcome_label(&e));
             coord_error(e)
         }
     }
@@ -412,12 +430,29 @@ async fn delete_key(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let w = q.get("w").cloned().unwrap_or_default();
     let started = Instant::now();
-    let span = tracing::info_span!("delete", api = "http", key_len = key.len(), w = %w);
-    match tracing::Instrument::instrument(s.delete(key, ctx, w.clone()), span).await {
+    let w = match level_of(&s, "delete", &q, "w", started) {
+        Ok(w) => w,
+        Err(resp) => return resp,
+    };
+    // Without a context: what a read at the default R sees now.
+    let ctx = match s.delete_context(&key, ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            s.observe("delete", Ok(w), started, outcome_label(&e));
+            return coord_error(e);
+        }
+    };
+    let req = WriteRequest {
+        key,
+        value: None,
+        context: ctx,
+        ttl_ms: 0,
+        w,
+    };
+    match s.coord.write(req, 0).await {
         Ok(out) => {
-            s.observe("delete", &w, started, "ok");
+            s.observe("delete", Ok(w), started, "ok");
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -426,7 +461,7 @@ async fn delete_key(
                 .into_response()
         }
         Err(e) => {
-            s.observe("delete", &w, started, outcome_label(&e));
+            s.observe("delete", Ok(w), started, outcome_label(&e));
             coord_error(e)
         }
     }

@@ -21,7 +21,7 @@ impl Internode for InternodeService {
         req: Request<pb::ReadReplicaRequest>,
     ) -> Result<Response<pb::ReadReplicaResponse>, Status> {
         let key = req.into_inner().key;
-        let rec = self.state.coord.store().read(&key).await?;
+        let rec = self.state.replica.read(&key).await?;
         Ok(Response::new(pb::ReadReplicaResponse {
             record: rec.map(|r| r.to_proto()),
         }))
@@ -41,15 +41,12 @@ impl Internode for InternodeService {
         let rec = Record::from_proto(rec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !req.hint_for.is_empty() {
             self.state
-                .coord
-                .accept_hint(&req.hint_for, &req.key, rec)
+                .replica
+                .keep_hint(&req.hint_for, &req.key, &rec)
                 .await?;
             return Ok(Response::new(pb::WriteReplicaResponse {}));
         }
-        if let Record::Lww(l) = &rec {
-            self.state.coord.hlc().observe(l.hlc);
-        }
-        self.state.coord.store().merge(&req.key, rec).await?;
+        self.state.replica.apply(&req.key, rec).await?;
         Ok(Response::new(pb::WriteReplicaResponse {}))
     }
 
@@ -67,14 +64,82 @@ impl Internode for InternodeService {
                 .ok_or_else(|| Status::invalid_argument("record missing"))?;
             let rec =
                 Record::from_proto(rec).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if let Record::Lww(l) = &rec {
-                self.state.coord.hlc().observe(l.hlc);
-            }
             items.push((it.key, rec));
         }
         // All or nothing is checked above; the merge itself is one engine batch.
-        self.state.coord.store().merge_batch(items).await?;
+        self.state.replica.apply_batch(items).await?;
         Ok(Response::new(pb::WriteBatchResponse {}))
+    }
+
+    async fn replica_writes(
+        &self,
+        req: Request<pb::ReplicaWritesRequest>,
+    ) -> Result<Response<pb::ReplicaWritesResponse>, Status> {
+        let writes = req.into_inner().writes;
+        let mut errors = vec![String::new(); writes.len()];
+        // Plain replica writes go into one engine batch; hints one by one.
+        let mut batch = Vec::with_capacity(writes.len());
+        let mut batch_at = Vec::with_capacity(writes.len());
+        for (i, w) in writes.into_iter().enumerate() {
+            let rec = match decode_item(&w.key, w.record) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors[i] = e;
+                    continue;
+                }
+            };
+            if w.hint_for.is_empty() {
+                batch.push((w.key, rec));
+                batch_at.push(i);
+            } else if let Err(e) = self
+                .state
+                .replica
+                .keep_hint(&w.hint_for, &w.key, &rec)
+                .await
+            {
+                errors[i] = e.to_string();
+            }
+        }
+        if let Err(e) = self.state.replica.apply_batch(batch).await {
+            let e = e.to_string();
+            for i in batch_at {
+                errors[i] = e.clone();
+            }
+        }
+        Ok(Response::new(pb::ReplicaWritesResponse { errors }))
+    }
+
+    async fn replica_reads(
+        &self,
+        req: Request<pb::ReplicaReadsRequest>,
+    ) -> Result<Response<pb::ReplicaReadsResponse>, Status> {
+        use prost::Message as _;
+        let keys = req.into_inner().keys;
+        let budget = self.state.config.max_value_bytes + (256 << 10);
+        let mut used = 0usize;
+        let mut reads = Vec::with_capacity(keys.len());
+        for key in keys {
+            if used > 0 && used >= budget {
+                reads.push(pb::ReplicaRead {
+                    deferred: true,
+                    ..Default::default()
+                });
+                continue;
+            }
+            let read = match self.state.replica.read(&key).await {
+                Ok(rec) => pb::ReplicaRead {
+                    record: rec.map(|r| r.to_proto()),
+                    ..Default::default()
+                },
+                Err(e) => pb::ReplicaRead {
+                    error: e.to_string(),
+                    ..Default::default()
+                },
+            };
+            used += read.encoded_len();
+            reads.push(read);
+        }
+        Ok(Response::new(pb::ReplicaReadsResponse { reads }))
     }
 
     async fn merkle_tree(
@@ -140,7 +205,8 @@ impl Internode for InternodeService {
             value: req.value,
             context: req.context,
             ttl_ms: req.ttl_ms,
-            w: req.w,
+            w: crate::coordinator::Level::parse(&req.w)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
         };
         let out = self
             .state
@@ -153,4 +219,13 @@ impl Internode for InternodeService {
             acks: out.acks,
         }))
     }
+}
+
+/// A record of a replica write, validated.
+fn decode_item(key: &[u8], record: Option<pb::Record>) -> Result<Record, String> {
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    let rec = record.ok_or("record missing")?;
+    Record::from_proto(rec).map_err(|e| e.to_string())
 }

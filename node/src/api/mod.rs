@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::coordinator::consistency::Level;
-use crate::coordinator::{CoordError, Coordinator, InvalidInput, WriteOutcome, WriteRequest};
+use crate::coordinator::consistency::{self, Level};
+use crate::coordinator::{CoordError, Coordinator, InvalidInput};
 use crate::membership::Membership;
 use crate::metrics::{Metrics, OpLabels, RequestLabels};
+use crate::replica::Replica;
 
 /// Admission control for client requests: closed by Drain, counting what is
 /// in flight so Drain can wait for it.
@@ -88,6 +89,7 @@ impl Gate {
 pub struct ApiState {
     pub config: Arc<Config>,
     pub coord: Arc<Coordinator>,
+    pub replica: Arc<Replica>,
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
@@ -96,70 +98,40 @@ pub struct ApiState {
     pub moves: Arc<crate::repair::Moves>,
 }
 
-/// Metrics label for a request's consistency string, from a closed set:
-/// `default | one | quorum | all | 1..=16 | invalid`. Anything that is not a
-/// level valid for replication factor `n` is `invalid`, so no client input
-/// can add a series (issue 9, finding 4).
-pub fn consistency_label(s: &str, n: u32) -> &'static str {
-    const COUNTS: [&str; 16] = [
-        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    ];
-    match Level::parse(s) {
-        Ok(None) => "default",
-        Ok(Some(l)) => match (l, l.required(n)) {
-            (_, Err(_)) => "invalid",
-            (Level::One, _) => "one",
-            (Level::Quorum, _) => "quorum",
-            (Level::All, _) => "all",
-            (Level::Count(k), _) => COUNTS.get(k as usize - 1).copied().unwrap_or("invalid"),
-        },
-        Err(_) => "invalid",
-    }
-}
-
 pub fn outcome_label(e: &CoordError) -> &'static str {
     match e {
         CoordError::Invalid(_) => "invalid",
         CoordError::QuorumNotReached { .. } => "quorum_failed",
         CoordError::Unavailable(_) | CoordError::Remote { .. } => "unavailable",
-        CoordError::Storage(_) => "error",
+        _ => "error",
     }
 }
 
 impl ApiState {
-    /// A client delete (HTTP and gRPC). With a context it supersedes
-    /// exactly the versions that context saw. Without one it deletes what a
-    /// read at the default read quorum sees now (as Riak's delete does):
-    /// before, a context-less tombstone was only a sibling and the value
-    /// stayed readable. A value written concurrently with that read
-    /// survives as a sibling, never silently lost.
-    pub async fn delete(
+    /// The context a client delete (HTTP and gRPC) is written with. With
+    /// a context it supersedes exactly the versions that context saw.
+    /// Without one it deletes what a read at the default read quorum sees
+    /// now (as Riak's delete does): a context-less tombstone used to be only
+    /// a sibling, and the value stayed readable. A value written
+    /// concurrently with that read survives as a sibling, never lost.
+    pub async fn delete_context(
         &self,
-        key: bytes::Bytes,
+        key: &bytes::Bytes,
         context: String,
-        w: String,
-    ) -> Result<WriteOutcome, CoordError> {
-        let context = if context.trim().is_empty() {
-            self.coord.get(key.clone(), "").await?.context
-        } else {
-            context
-        };
-        let req = WriteRequest {
-            key,
-            value: None,
-            context,
-            ttl_ms: 0,
-            w,
-        };
-        self.coord.write(req, 0).await
+    ) -> Result<String, CoordError> {
+        if !context.trim().is_empty() {
+            return Ok(context);
+        }
+        Ok(self.coord.get(key.clone(), None).await?.context)
     }
 
     /// Copies what other layers count into the metrics, before a scrape.
     pub fn refresh_metrics(&self) {
         let m = &self.metrics;
-        m.undecodable_records
-            .inner()
-            .store(self.coord.store().undecodable_records(), Ordering::Relaxed);
+        m.undecodable_records.inner().store(
+            self.replica.store().undecodable_records(),
+            Ordering::Relaxed,
+        );
         for (reason, n) in self.membership.gossip_dropped() {
             m.gossip_dropped
                 .get_or_create(&crate::metrics::ReasonLabel { reason })
@@ -173,15 +145,16 @@ impl ApiState {
             .set(self.membership.implausible_incarnations() as i64);
     }
 
-    /// Records a finished request in the metrics.
+    /// Records a finished request in the metrics (`level`: the parsed
+    /// consistency level, `Err` when it did not parse).
     pub fn observe(
         &self,
         op: &'static str,
-        consistency: &str,
+        level: Result<Option<Level>, ()>,
         started: Instant,
         outcome: &'static str,
     ) {
-        let consistency = consistency_label(consistency, self.config.n);
+        let consistency = level.map_or("invalid", consistency::label);
         self.metrics
             .latency
             .get_or_create(&OpLabels { op, consistency })
@@ -204,7 +177,7 @@ pub fn to_status(e: CoordError) -> tonic::Status {
         e @ CoordError::QuorumNotReached { .. } => tonic::Status::unavailable(e.to_string()),
         CoordError::Unavailable(m) => tonic::Status::unavailable(m),
         CoordError::Remote { code, message } => tonic::Status::new(code, message),
-        CoordError::Storage(s) => tonic::Status::internal(s.to_string()),
+        e => tonic::Status::internal(e.to_string()),
     }
 }
 

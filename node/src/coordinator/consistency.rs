@@ -54,23 +54,42 @@ impl Level {
         Ok(k)
     }
 
-    pub fn label(self) -> String {
+    /// The level as a request field ("one", "quorum", "all" or the count).
+    pub fn label_for_wire(self) -> String {
         match self {
-            Level::One => "one".into(),
-            Level::Quorum => "quorum".into(),
-            Level::All => "all".into(),
             Level::Count(k) => k.to_string(),
+            l => l.label().to_string(),
+        }
+    }
+
+    /// The metrics label: a closed set, so no request can add a series.
+    pub fn label(self) -> &'static str {
+        const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        match self {
+            Level::One => "one",
+            Level::Quorum => "quorum",
+            Level::All => "all",
+            Level::Count(k) => COUNTS.get(k as usize).copied().unwrap_or("10+"),
         }
     }
 }
 
-/// Resolves a request's level string against the default, returning the
-/// number of replicas needed and a metrics label.
-pub fn resolve(s: &str, default: u32, n: u32) -> Result<(u32, String), InvalidInput> {
-    match Level::parse(s)? {
-        None => Ok((default, "default".into())),
-        Some(l) => Ok((l.required(n)?, l.label())),
+/// The metrics label of a request's level (`None`: the cluster default).
+pub fn label(l: Option<Level>) -> &'static str {
+    l.map_or("default", Level::label)
+}
+
+/// Replicas needed for level `l` (`None`: `default`) with replication factor `n`.
+pub fn required(l: Option<Level>, default: u32, n: u32) -> Result<u32, InvalidInput> {
+    match l {
+        None => Ok(default),
+        Some(l) => l.required(n),
     }
+}
+
+/// Parses and resolves a level string (tests and forwarded requests).
+pub fn resolve(s: &str, default: u32, n: u32) -> Result<u32, InvalidInput> {
+    required(Level::parse(s)?, default, n)
 }
 
 #[cfg(test)]
@@ -79,14 +98,22 @@ mod tests {
 
     #[test]
     fn levels_parse_and_resolve() {
-        assert_eq!(resolve("", 2, 3).unwrap().0, 2);
-        assert_eq!(resolve("one", 2, 3).unwrap().0, 1);
-        assert_eq!(resolve("QUORUM", 2, 5).unwrap().0, 3);
-        assert_eq!(resolve("all", 2, 3).unwrap().0, 3);
-        assert_eq!(resolve("3", 2, 3).unwrap().0, 3);
+        assert_eq!(resolve("", 2, 3).unwrap(), 2);
+        assert_eq!(resolve("one", 2, 3).unwrap(), 1);
+        assert_eq!(resolve("QUORUM", 2, 5).unwrap(), 3);
+        assert_eq!(resolve("all", 2, 3).unwrap(), 3);
+        assert_eq!(resolve("3", 2, 3).unwrap(), 3);
         assert!(resolve("4", 2, 3).is_err());
         assert!(resolve("0", 2, 3).is_err());
         assert!(resolve("most", 2, 3).is_err());
         assert!(resolve("-1", 2, 3).is_err());
+    }
+
+    #[test]
+    fn labels_are_a_closed_set() {
+        assert_eq!(label(None), "default");
+        assert_eq!(label(Level::parse("2").unwrap()), "2");
+        assert_eq!(label(Level::parse("12345").unwrap()), "10+");
+        assert_eq!(label(Level::parse("ALL").unwrap()), "all");
     }
 }

@@ -1,11 +1,12 @@
 //! Errors of request coordination. API layers map them to gRPC codes and
 //! HTTP statuses; every variant says what was wrong.
 
-use crate::storage::StorageError;
+use crate::replica::StorageError;
 use crate::version::ContextError;
 
 /// Bad client input: nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidInput {
     #[error("key must not be empty")]
     EmptyKey,
@@ -22,6 +23,7 @@ pub enum InvalidInput {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoordError {
     #[error(transparent)]
     Invalid(#[from] InvalidInput),

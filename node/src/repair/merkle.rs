@@ -9,8 +9,8 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
+use crate::replica::{StorageError, Store};
 use crate::ring::Token;
-use crate::storage::{StorageError, Store};
 
 pub const ARITY: usize = 16;
 pub const MAX_LEVELS: u32 = 4;

@@ -3,9 +3,10 @@
 //! range this node replicates (scheduled and on demand), and the streaming
 //! that join and decommission are made of ([`moves`]).
 //!
-//! Repair sits above the coordinator (`api → repair → coordinator`): it uses
-//! the coordinator's topology, store and internode client, and the
-//! coordinator knows nothing of it.
+//! Repair is a sibling of the coordinator (`api → {coordinator, repair} →
+//! {replica, ring, transport}`): it reads and applies records through the
+//! replica layer, sees the ring through the shared topology and talks to
+//! peers through the internode client; neither knows of the other.
 
 pub mod merkle;
 pub mod moves;
@@ -23,16 +24,18 @@ pub use merkle::{TokenRange, Tree};
 pub use moves::{DecommissionError, Moves};
 pub use sync::SyncStats;
 
-use crate::coordinator::{Coordinator, now_ms};
 use crate::membership::Member;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::storage::StorageError;
-use crate::transport::TransportError;
+use crate::replica::{Replica, StorageError, now_ms};
+use crate::ring::{SharedTopology, Topology};
+use crate::transport::{InternodeClient, TransportError};
 
 /// Ranges synced at once by one repair.
 const PARALLEL_RANGES: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RepairError {
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -91,7 +94,11 @@ pub fn ring_ranges(ring: &crate::ring::Ring) -> Vec<TokenRange> {
 /// streams ranges for join and decommission.
 #[derive(Debug)]
 pub struct Repairer {
-    coord: Arc<Coordinator>,
+    replica: Arc<Replica>,
+    topology: Arc<SharedTopology>,
+    client: InternodeClient,
+    /// The replication factor.
+    n: u32,
     trees: Mutex<sync::TreeCache>,
     limiter: RateLimiter,
     state: Mutex<RepairState>,
@@ -99,25 +106,55 @@ pub struct Repairer {
 
 impl Repairer {
     /// `rate` bounds streamed record bytes per second (0 = unlimited).
-    pub fn new(coord: Arc<Coordinator>, rate: u64) -> Arc<Repairer> {
+    pub fn new(
+        replica: Arc<Replica>,
+        topology: Arc<SharedTopology>,
+        client: InternodeClient,
+        n: u32,
+        rate: u64,
+    ) -> Arc<Repairer> {
         Arc::new(Repairer {
-            coord,
+            replica,
+            topology,
+            client,
+            n,
             trees: Mutex::new(sync::TreeCache::default()),
             limiter: RateLimiter::new(rate),
             state: Mutex::new(RepairState::default()),
         })
     }
 
-    pub fn coordinator(&self) -> &Arc<Coordinator> {
-        &self.coord
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    pub fn client(&self) -> &InternodeClient {
+        &self.client
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.get()
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.replica.node_id()
+    }
+
+    /// The replication factor N.
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.replica.metrics()
     }
 
     /// The ranges this node replicates in the current ring, each with the
     /// other replicas.
     pub fn my_ranges(&self) -> Vec<(TokenRange, Vec<Member>)> {
-        let topo = self.coord.topology();
-        let me = self.coord.node_id();
-        let n = self.coord.settings().n as usize;
+        let topo = self.topology();
+        let me = self.node_id();
+        let n = self.n as usize;
         ring_ranges(&topo.ring)
             .into_iter()
             .filter_map(|range| {
@@ -163,7 +200,7 @@ impl Repairer {
             st.bytes = 0;
             st.digest_bytes = 0;
         }
-        let m = self.coord.metrics().clone();
+        let m = self.metrics().clone();
         m.repair_running.set(1);
         tracing::info!(
             repair = id,
@@ -216,7 +253,7 @@ impl Repairer {
         }
         let mut st = self.state.lock();
         st.done += 1;
-        self.coord.metrics().repair_ranges.inc();
+        self.metrics().repair_ranges.inc();
         match failed {
             None => {
                 st.ranges.insert((range.start, range.end), now_ms());
@@ -227,7 +264,7 @@ impl Repairer {
     }
 
     fn record(&self, s: SyncStats) {
-        let m = self.coord.metrics();
+        let m = self.metrics();
         m.repair_keys_streamed.inc_by(s.keys);
         m.repair_bytes_streamed.inc_by(s.bytes);
         m.repair_digest_bytes.inc_by(s.digest_bytes);

@@ -22,8 +22,8 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::decommission_status::Phase;
 
 use super::{Repairer, SyncStats, TokenRange};
-use crate::coordinator::Topology;
 use crate::membership::{Member, Membership, NodeState};
+use crate::ring::Topology;
 
 const STATE_FILE: &str = "ring_state";
 const PARALLEL: usize = 4;
@@ -202,9 +202,9 @@ impl Moves {
     /// replica, then turns NORMAL.
     pub async fn join(self: Arc<Self>) {
         tokio::time::sleep(self.settle).await;
-        let topo = self.repair.coordinator().topology();
-        let me = self.repair.coordinator().node_id().to_string();
-        let n = self.repair.coordinator().settings().n as usize;
+        let topo = self.repair.topology();
+        let me = self.repair.node_id().to_string();
+        let n = self.repair.n() as usize;
         let mut work: Vec<(TokenRange, Vec<Member>)> = super::ring_ranges(&topo.future)
             .into_iter()
             .filter(|r| {
@@ -219,7 +219,7 @@ impl Moves {
             ..Default::default()
         });
         tracing::info!(ranges = work.len(), "joining: streaming ranges in");
-        let metrics = self.repair.coordinator().metrics().clone();
+        let metrics = self.repair.metrics().clone();
         loop {
             let total = work.len();
             let failed = self
@@ -245,7 +245,7 @@ impl Moves {
             tracing::warn!(failed = failed.len(), first = %failed[0].2, "joining: some ranges could not stream yet; retrying");
             tokio::time::sleep(Duration::from_secs(2)).await;
             // Liveness may have changed: refresh each range's sources.
-            let topo = self.repair.coordinator().topology();
+            let topo = self.repair.topology();
             work = failed
                 .into_iter()
                 .map(|(r, _, _)| (r, sources(&topo, r, n, &me)))
@@ -299,10 +299,10 @@ impl Moves {
             if !matches!(state, NodeState::Normal | NodeState::Leaving) {
                 return Err(DecommissionError::WrongState(state));
             }
-            let coord = self.repair.coordinator();
-            let n = coord.settings().n;
-            let me = coord.node_id();
-            let remaining = coord
+            let repair = &self.repair;
+            let n = repair.n();
+            let me = repair.node_id();
+            let remaining = repair
                 .topology()
                 .view
                 .members
@@ -334,10 +334,10 @@ impl Moves {
         }
         tracing::info!("decommission: LEAVING");
         tokio::time::sleep(self.settle).await;
-        let coord = self.repair.coordinator().clone();
-        let topo = coord.topology();
-        let n = coord.settings().n as usize;
-        let me = coord.node_id().to_string();
+        let repair = self.repair.clone();
+        let topo = repair.topology();
+        let n = repair.n() as usize;
+        let me = repair.node_id().to_string();
         let work: Vec<(TokenRange, Vec<Member>)> = self
             .repair
             .my_ranges()
@@ -360,7 +360,7 @@ impl Moves {
             };
         }
         let total = work.len();
-        let metrics = coord.metrics().clone();
+        let metrics = repair.metrics().clone();
         let failed = self
             .stream(
                 work,

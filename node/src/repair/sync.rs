@@ -100,11 +100,11 @@ fn user_key(ekey: &[u8]) -> &[u8] {
 /// Feeds `add` every stored (user key, record bytes) of `sub`, or of just
 /// `keys`, until it returns false (the receiver is gone) or fails.
 fn scan_records(
-    store: &crate::storage::Store,
+    store: &crate::replica::Store,
     sub: TokenRange,
     keys: Option<Vec<Bytes>>,
-    add: &mut impl FnMut(&[u8], &[u8]) -> Result<bool, crate::storage::StorageError>,
-) -> Result<(), crate::storage::StorageError> {
+    add: &mut impl FnMut(&[u8], &[u8]) -> Result<bool, crate::replica::StorageError>,
+) -> Result<(), crate::replica::StorageError> {
     match keys {
         None => {
             for (lo, hi) in sub.intervals() {
@@ -121,7 +121,7 @@ fn scan_records(
         }
         Some(keys) => {
             for k in keys {
-                let ek = crate::storage::engine_key(&k);
+                let ek = crate::replica::engine_key(&k);
                 if let Some(v) = store.read_engine_key_blocking(&ek)?
                     && !add(&k, &v)?
                 {
@@ -144,11 +144,11 @@ fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
 impl Repairer {
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&crate::storage::Store) -> Result<T, crate::storage::StorageError>
+        f: impl FnOnce(&crate::replica::Store) -> Result<T, crate::replica::StorageError>
         + Send
         + 'static,
     ) -> Result<T, RepairError> {
-        let store = self.coord.store().clone();
+        let store = self.replica.store().clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| RepairError::Task(e.to_string()))?
@@ -173,7 +173,7 @@ impl Repairer {
         peer: &Member,
     ) -> Result<SyncStats, RepairError> {
         let mut st = SyncStats::default();
-        let client = self.coord.client();
+        let client = self.client();
         let (pid, paddr) = (peer.node_id.as_str(), peer.internode_addr.as_str());
         let count = self
             .blocking(move |s| {
@@ -270,7 +270,6 @@ impl Repairer {
     async fn diff_leaf(&self, peer: &Member, sub: TokenRange) -> Result<SyncStats, RepairError> {
         let mut st = SyncStats::default();
         let theirs = self
-            .coord
             .client()
             .range_digest(
                 &peer.node_id,
@@ -324,7 +323,7 @@ impl Repairer {
         self.blocking(move |s| {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                let ek = crate::storage::engine_key(&k);
+                let ek = crate::replica::engine_key(&k);
                 if let Some(v) = s.read_engine_key_blocking(&ek)? {
                     out.push((k, item_hash(&ek, &v)));
                 }
@@ -358,7 +357,6 @@ impl Repairer {
     ) -> Result<SyncStats, RepairError> {
         let mut st = SyncStats::default();
         let mut stream = self
-            .coord
             .client()
             .fetch_range(
                 &peer.node_id,
@@ -384,7 +382,7 @@ impl Repairer {
             }
             st.keys += items.len() as u64;
             st.bytes += bytes;
-            self.coord.store().merge_batch(items).await?;
+            self.replica.apply_batch(items).await?;
         }
         Ok(st)
     }
@@ -404,8 +402,7 @@ impl Repairer {
             self.limiter.acquire(bytes).await;
             st.keys += items.len() as u64;
             st.bytes += bytes;
-            self.coord
-                .client()
+            self.client()
                 .write_batch(&peer.node_id, &peer.internode_addr, items)
                 .await?;
         }
@@ -421,12 +418,12 @@ impl Repairer {
         keys: Option<Vec<Bytes>>,
     ) -> tokio::sync::mpsc::Receiver<Result<Vec<pb::KeyRecord>, RepairError>> {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
-        let store = self.coord.store().clone();
+        let store = self.replica.store().clone();
         tokio::task::spawn_blocking(move || {
             let mut batch: Vec<pb::KeyRecord> = Vec::new();
             let mut size = 0usize;
             // False once the receiver is gone (the peer hung up): stop reading.
-            let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::storage::StorageError> {
+            let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::replica::StorageError> {
                 // A stored record that does not decode (or that the peer
                 // would refuse) is skipped, counted and logged, never sent
                 // and never allowed to stop the range: every other key must
@@ -434,7 +431,7 @@ impl Repairer {
                 let rec = match Record::decode_for_peer(v) {
                     Ok(r) => r.to_proto(),
                     Err(e) => {
-                        store.note_undecodable(&crate::storage::engine_key(k), &e);
+                        store.note_undecodable(&crate::replica::engine_key(k), &e);
                         return Ok(true);
                     }
                 };
@@ -512,7 +509,7 @@ impl Repairer {
         } else {
             if keys
                 .iter()
-                .any(|k| !range.contains(engine_key_token(&crate::storage::engine_key(k))))
+                .any(|k| !range.contains(engine_key_token(&crate::replica::engine_key(k))))
             {
                 return Err(RepairError::Invalid("a requested key is outside the range"));
             }

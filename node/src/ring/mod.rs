@@ -5,9 +5,11 @@
 
 mod alloc;
 mod persist;
+mod topology;
 
 pub use alloc::{SplitMix64, allocate_tokens};
 pub use persist::{TokenFileError, load_or_create_tokens, load_tokens};
+pub use topology::{SharedTopology, Topology, WritePlan};
 
 use std::collections::HashMap;
 

@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internode_client::InternodeClient as Grpc;
 use tonic::transport::{Channel, Endpoint};
 
+use super::coalesce::Lane;
 use super::faults::{FaultInjector, Verdict};
 
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// `delivered`: the request arrived and only the reply was lost.
     #[error("{peer} unreachable (fault injected{})", if *delivered { ", reply lost" } else { "" })]
@@ -25,6 +28,13 @@ pub enum TransportError {
     },
     #[error("{peer}: {status}")]
     Rpc { peer: String, status: tonic::Status },
+    /// The peer took the call but refused this item of a coalesced call.
+    #[error("{peer}: {message}")]
+    Refused { peer: String, message: String },
+    #[error("peer answered a malformed reply: {0}")]
+    Protocol(String),
+    #[error("{what} was dropped before it answered")]
+    Dropped { what: &'static str },
 }
 
 impl TransportError {
@@ -34,6 +44,9 @@ impl TransportError {
         match self {
             TransportError::Injected { delivered, .. } => !delivered,
             TransportError::Address { .. } => true,
+            TransportError::Refused { .. }
+            | TransportError::Protocol(_)
+            | TransportError::Dropped { .. } => false,
             TransportError::Rpc { status, .. } => {
                 use std::error::Error as _;
                 // Statuses the server sent carry no source; tonic's own
@@ -47,7 +60,11 @@ impl TransportError {
     /// sent), as opposed to the connection failing around the call.
     pub fn answered(&self) -> bool {
         use std::error::Error as _;
-        matches!(self, TransportError::Rpc { status, .. } if status.source().is_none())
+        match self {
+            TransportError::Rpc { status, .. } => status.source().is_none(),
+            TransportError::Refused { .. } => true,
+            _ => false,
+        }
     }
 
     pub fn status(&self) -> Option<&tonic::Status> {
@@ -58,21 +75,50 @@ impl TransportError {
     }
 }
 
-#[derive(Debug, Clone)]
+type WriteLane = Lane<pb::ReplicaWrite, Result<(), TransportError>>;
+type ReadLane = Lane<Bytes, pb::ReplicaRead>;
+
+/// A peer's connection and its coalescing lanes.
+#[derive(Clone)]
+struct Peer {
+    channel: Channel,
+    writes: Arc<WriteLane>,
+    reads: Arc<ReadLane>,
+}
+
+#[derive(Clone)]
 pub struct InternodeClient {
     me: String,
     faults: Arc<FaultInjector>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    peers: Arc<Mutex<HashMap<String, Peer>>>,
     connect_timeout: Duration,
+    /// Payload bytes per coalesced call (the peer accepts twice this).
+    max_batch_bytes: usize,
+}
+
+impl std::fmt::Debug for InternodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternodeClient")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InternodeClient {
-    pub fn new(me: &str, faults: Arc<FaultInjector>, connect_timeout: Duration) -> Self {
+    /// `max_batch_bytes`: payload of one coalesced call; peers accept
+    /// messages of twice that (max_value_bytes + 256 KiB, doubled).
+    pub fn new(
+        me: &str,
+        faults: Arc<FaultInjector>,
+        connect_timeout: Duration,
+        max_batch_bytes: usize,
+    ) -> Self {
         InternodeClient {
             me: me.to_string(),
             faults,
-            channels: Arc::default(),
+            peers: Arc::default(),
             connect_timeout,
+            max_batch_bytes,
         }
     }
 
@@ -81,8 +127,12 @@ impl InternodeClient {
     }
 
     fn channel(&self, peer: &str, addr: &str) -> Result<Channel, TransportError> {
-        if let Some(c) = self.channels.lock().get(addr) {
-            return Ok(c.clone());
+        self.peer(peer, addr).map(|p| p.channel)
+    }
+
+    fn peer(&self, peer: &str, addr: &str) -> Result<Peer, TransportError> {
+        if let Some(p) = self.peers.lock().get(addr) {
+            return Ok(p.clone());
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| TransportError::Address {
@@ -94,9 +144,17 @@ impl InternodeClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let ch = ep.connect_lazy();
-        self.channels.lock().insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        let p = Peer {
+            channel: ep.connect_lazy(),
+            writes: Lane::new(self.max_batch_bytes),
+            reads: Lane::new(self.max_batch_bytes),
+        };
+        Ok(self
+            .peers
+            .lock()
+            .entry(addr.to_string())
+            .or_insert(p)
+            .clone())
     }
 
     /// Runs one call to `peer` at `addr` through the fault layer.
@@ -134,35 +192,89 @@ impl InternodeClient {
             })
     }
 
-    pub async fn read(
+    /// Merges `record` into `peer`'s copy of `key` (or, with `hint_for`,
+    /// leaves it there as a hint), coalesced with the other replica writes
+    /// to `peer` in flight.
+    pub async fn replica_write(
         &self,
         peer: &str,
         addr: &str,
-        key: bytes::Bytes,
-    ) -> Result<pb::ReadReplicaResponse, TransportError> {
-        self.call(peer, addr, |mut c| async move {
-            c.read_replica(pb::ReadReplicaRequest { key }).await
+        key: Bytes,
+        record: pb::Record,
+        hint_for: Option<String>,
+    ) -> Result<(), TransportError> {
+        use prost::Message as _;
+        let lane = self.peer(peer, addr)?.writes;
+        let size = key.len() + record.encoded_len() + 16;
+        let item = pb::ReplicaWrite {
+            key,
+            record: Some(record),
+            hint_for: hint_for.unwrap_or_default(),
+        };
+        let (this, id, at) = (self.clone(), peer.to_string(), addr.to_string());
+        lane.submit(item, size, move |writes| {
+            let (this, id, at) = (this.clone(), id.clone(), at.clone());
+            async move {
+                let resp = this
+                    .call(&id, &at, |mut c| async move {
+                        c.replica_writes(pb::ReplicaWritesRequest { writes }).await
+                    })
+                    .await?;
+                Ok(resp
+                    .errors
+                    .into_iter()
+                    .map(|e| {
+                        if e.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(TransportError::Refused {
+                                peer: id.clone(),
+                                message: e,
+                            })
+                        }
+                    })
+                    .collect())
+            }
         })
-        .await
+        .await?
     }
 
-    pub async fn write(
+    /// `peer`'s record of `key`, coalesced with the other replica reads to
+    /// `peer` in flight.
+    pub async fn replica_read(
         &self,
         peer: &str,
         addr: &str,
-        key: bytes::Bytes,
-        record: pb::Record,
-    ) -> Result<(), TransportError> {
-        self.call(peer, addr, |mut c| async move {
-            c.write_replica(pb::WriteReplicaRequest {
-                key,
-                record: Some(record),
-                hint_for: String::new(),
-            })
-            .await
-        })
-        .await
-        .map(|_| ())
+        key: Bytes,
+    ) -> Result<Option<pb::Record>, TransportError> {
+        let lane = self.peer(peer, addr)?.reads;
+        loop {
+            let (this, id, at) = (self.clone(), peer.to_string(), addr.to_string());
+            let got = lane
+                .submit(key.clone(), key.len() + 16, move |keys| {
+                    let (this, id, at) = (this.clone(), id.clone(), at.clone());
+                    async move {
+                        let resp = this
+                            .call(&id, &at, |mut c| async move {
+                                c.replica_reads(pb::ReplicaReadsRequest { keys }).await
+                            })
+                            .await?;
+                        Ok(resp.reads)
+                    }
+                })
+                .await?;
+            if got.deferred {
+                // The peer's reply filled up before this key: ask again.
+                continue;
+            }
+            if !got.error.is_empty() {
+                return Err(TransportError::Refused {
+                    peer: peer.to_string(),
+                    message: got.error,
+                });
+            }
+            return Ok(got.record);
+        }
     }
 
     pub async fn coordinate(
@@ -177,27 +289,6 @@ impl InternodeClient {
             |mut c| async move { c.coordinate_write(req).await },
         )
         .await
-    }
-
-    /// Hands a write to a substitute, to keep as a hint for `owner`.
-    pub async fn write_hint(
-        &self,
-        peer: &str,
-        addr: &str,
-        key: bytes::Bytes,
-        record: pb::Record,
-        owner: String,
-    ) -> Result<(), TransportError> {
-        self.call(peer, addr, |mut c| async move {
-            c.write_replica(pb::WriteReplicaRequest {
-                key,
-                record: Some(record),
-                hint_for: owner,
-            })
-            .await
-        })
-        .await
-        .map(|_| ())
     }
 
     pub async fn write_batch(

@@ -3,6 +3,7 @@
 //! or partition traffic between chosen nodes.
 
 mod client;
+mod coalesce;
 mod faults;
 
 pub use client::{InternodeClient, TransportError};

@@ -19,11 +19,12 @@ const VERSION: u8 = 1;
 /// out is trimmed to this (see `DvvSet::client_context`), so whatever a
 /// client got back is accepted again.
 pub const MAX_CONTEXT_ENTRIES: usize = 64;
-/// Longest writer (node) id, in bytes.
-pub const MAX_WRITER_ID: usize = 255;
+/// Longest writer id, in bytes: a node id (at most 253) plus `~epoch`
+/// (`replica::writer`), with room to spare.
+pub const MAX_WRITER_ID: usize = 320;
 /// Longest encoded context accepted, checked before any decoding (a full
-/// context of maximal ids and counters is ~23 KB of base64).
-const MAX_ENCODED_LEN: usize = 24 * 1024;
+/// context of maximal ids and counters is ~28 KB of base64).
+const MAX_ENCODED_LEN: usize = 32 * 1024;
 
 /// Hard upper bound for any counter, from any source (disk included). Far
 /// above what [`counter_ceiling`] allows for millennia, far below `u64::MAX`,

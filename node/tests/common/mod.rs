@@ -159,7 +159,7 @@ impl Cluster {
 
     /// Live values in node `i`'s own store (no quorum).
     pub async fn local_values(&self, i: usize, key: &[u8]) -> Vec<Vec<u8>> {
-        let rec = self.nodes[i].coordinator.store().read(key).await.unwrap();
+        let rec = self.nodes[i].replica.store().read(key).await.unwrap();
         let now = ringkv_node::coordinator::now_ms();
         rec.map(|r| {
             r.live_values(now)
@@ -173,7 +173,7 @@ impl Cluster {
     pub async fn total_records(&self) -> u64 {
         let mut n = 0;
         for node in &self.nodes {
-            n += node.coordinator.store().count().await.unwrap();
+            n += node.replica.store().count().await.unwrap();
         }
         n
     }

@@ -158,7 +158,8 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error + S
     let mut conns = Vec::new();
     for t in &targets {
         for _ in 0..a.connections.max(1) {
-            conns.push(Client::connect(t).await?);
+            // Token-aware: each request goes straight to a replica of its key.
+            conns.push(Client::connect_cluster(&[t.as_str()]).await?);
         }
     }
     let value = bytes::Bytes::from(vec![b'x'; a.value_size]);

@@ -104,6 +104,10 @@ enum Cmd {
     },
 }
 
+// `ringkv node` / `ringkv local` run real nodes from this executable.
+#[global_allocator]
+static GLOBAL: ringkv_node::Allocator = ringkv_node::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::Node { args } = cli.cmd {

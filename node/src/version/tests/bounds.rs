@@ -120,7 +120,12 @@ fn records_from_peers_are_checked_like_contexts_and_disk_only_for_hard_limits() 
         "more values than events"
     );
     assert!(peer(causal(vec![entry("", 1, 1)])).is_err());
-    assert!(peer(causal(vec![entry(&"x".repeat(256), 1, 1)])).is_err());
+    assert!(peer(causal(vec![entry(&"x".repeat(321), 1, 1)])).is_err());
+    // The longest writer id a node can have: a 253-byte node id and `~epoch`.
+    let longest = format!("{}~{}", "n".repeat(253), NOW);
+    assert!(peer(causal(vec![entry(&longest, 1, 1)])).is_ok());
+    let ctx = VersionVector::new().with(&longest, 1).encode();
+    assert!(VersionVector::decode_at(&ctx, NOW).is_ok());
     assert!(peer(causal(vec![entry("b", 1, 1), entry("a", 1, 1)])).is_err());
     let many: Vec<pb::DvvEntry> = (0..=MAX_RECORD_WRITERS)
         .map(|i| entry(&format!("w{i:05}"), 1, 0))

@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
+use super::{Ring, RingNode, Token, key_token};
 use crate::membership::{Member, MembershipView, NodeState};
-use crate::ring::{Ring, RingNode, Token, key_token};
 
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
@@ -107,5 +109,20 @@ impl Topology {
             .filter(|m| m.alive && m.state == NodeState::Normal)
             .cloned()
             .collect()
+    }
+}
+
+/// The current topology, shared by the coordinator, repair and hand-off;
+/// replaced whole on every membership change, read without locking.
+#[derive(Debug, Default)]
+pub struct SharedTopology(ArcSwap<Topology>);
+
+impl SharedTopology {
+    pub fn get(&self) -> Arc<Topology> {
+        self.0.load_full()
+    }
+
+    pub fn set(&self, t: Topology) {
+        self.0.store(Arc::new(t));
     }
 }

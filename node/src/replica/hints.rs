@@ -16,8 +16,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_engine::{Db, Options, SyncPolicy, WriteBatch};
 
+use super::store::StorageError;
 use crate::config::SyncMode;
-use crate::storage::StorageError;
 use crate::version::Record;
 
 /// One stored hint.
@@ -127,15 +127,16 @@ impl HintStore {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         id.extend_from_slice(&seq.to_be_bytes());
         id.extend_from_slice(key);
-        let value = record.encode();
-        let inner = self.inner.clone();
-        let t = target.to_string();
-        blocking(move || {
-            inner.db.put(&id, &value)?;
-            *inner.pending.lock().entry(t).or_default() += 1;
-            Ok(())
-        })
-        .await
+        let mut b = WriteBatch::new();
+        b.put(&id, &record.encode());
+        self.inner.db.write_async(b).await?;
+        *self
+            .inner
+            .pending
+            .lock()
+            .entry(target.to_string())
+            .or_default() += 1;
+        Ok(())
     }
 
     /// Up to `limit` of `target`'s oldest hints. A hint that does not
@@ -187,29 +188,21 @@ impl HintStore {
         if hints.is_empty() {
             return Ok(());
         }
-        let inner = self.inner.clone();
-        let ids: Vec<(String, Vec<u8>)> = hints
-            .iter()
-            .map(|h| (h.target.clone(), h.id.clone()))
-            .collect();
-        blocking(move || {
-            let mut b = WriteBatch::new();
-            for (_, id) in &ids {
-                b.delete(id);
-            }
-            inner.db.write(b)?;
-            let mut p = inner.pending.lock();
-            for (t, _) in ids {
-                if let Some(n) = p.get_mut(&t) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        p.remove(&t);
-                    }
+        let mut b = WriteBatch::new();
+        for h in hints {
+            b.delete(&h.id);
+        }
+        self.inner.db.write_async(b).await?;
+        let mut p = self.inner.pending.lock();
+        for h in hints {
+            if let Some(n) = p.get_mut(&h.target) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    p.remove(&h.target);
                 }
             }
-            Ok(())
-        })
-        .await
+        }
+        Ok(())
     }
 
     /// Hints held per target.

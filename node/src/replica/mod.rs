@@ -1,0 +1,157 @@
+//! The replica layer: the one place where this node applies a record to its
+//! own data (merge + hybrid-clock observe), reads it, or parks it as a hint
+//! for another node, and where held hints are handed back ([`handoff`]).
+//!
+//! The coordinator, repair and the internode API all go through a
+//! [`Replica`]; none of them touches the store or the hint store directly,
+//! so what "applying a record" means (validation, clocks, metrics) is
+//! decided here once.
+
+pub mod handoff;
+pub mod hints;
+pub mod store;
+pub mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use hints::{Hint, HintStore};
+pub use store::{Commit, StorageError, Store, engine_key};
+
+use crate::metrics::Metrics;
+use crate::version::{Hlc, Record};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// This node as a replica: its records, the hints it keeps for others, and
+/// its hybrid logical clock (LWW mode).
+#[derive(Debug)]
+pub struct Replica {
+    me: String,
+    /// The id this node mints dots under (see `writer`).
+    writer: String,
+    store: Store,
+    hints: HintStore,
+    hlc: Hlc,
+    metrics: Arc<Metrics>,
+}
+
+impl Replica {
+    pub fn new(
+        me: &str,
+        writer: &str,
+        store: Store,
+        hints: HintStore,
+        metrics: Arc<Metrics>,
+    ) -> Replica {
+        Replica {
+            me: me.to_string(),
+            writer: writer.to_string(),
+            store,
+            hints,
+            hlc: Hlc::new(),
+            metrics,
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.me
+    }
+
+    /// The id this node mints causal dots under: its node id, or
+    /// `node_id~epoch` after an unclean stop (see [`writer`]).
+    pub fn writer_id(&self) -> &str {
+        &self.writer
+    }
+
+    /// The record store (repair scans it; flush and close go through it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    /// This replica's record of `key`.
+    pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        self.store.read(key).await
+    }
+
+    /// Merges a record from a coordinator, a peer or a hint into this
+    /// replica (the version sync); returns the merged record.
+    pub async fn apply(&self, key: &[u8], rec: Record) -> Result<Record, StorageError> {
+        self.observe(&rec);
+        self.store.merge(key, rec).await
+    }
+
+    /// `apply` for many records in one engine batch; returns bytes merged.
+    pub async fn apply_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u64, StorageError> {
+        for (_, rec) in &items {
+            self.observe(rec);
+        }
+        self.store.merge_batch(items).await
+    }
+
+    /// Replaces this replica's record of `key` with `f(current)` atomically
+    /// (a coordinator minting a dot against what this replica holds), and
+    /// returns it once appended, with the commit to await for durability.
+    pub async fn update_then(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Record>) -> Record,
+    ) -> Result<(Record, Commit), StorageError> {
+        self.store.update_then(key, f).await
+    }
+
+    /// `apply` in two halves, like `update_then`.
+    pub async fn apply_then(
+        &self,
+        key: &[u8],
+        rec: Record,
+    ) -> Result<(Record, Commit), StorageError> {
+        self.observe(&rec);
+        self.store
+            .update_then(key, move |cur| match cur {
+                Some(c) => c.merge(&rec),
+                None => rec,
+            })
+            .await
+    }
+
+    /// Keeps `rec` as a durable hint for `owner` (a write this node took as
+    /// a substitute, or one `owner` did not acknowledge).
+    pub async fn keep_hint(
+        &self,
+        owner: &str,
+        key: &[u8],
+        rec: &Record,
+    ) -> Result<(), StorageError> {
+        self.hints.store(owner, key, rec, now_ms()).await?;
+        self.metrics.hints_stored.inc();
+        Ok(())
+    }
+
+    /// Moves this node's clock past an LWW write's, so later local writes
+    /// win over it.
+    fn observe(&self, rec: &Record) {
+        if let Record::Lww(l) = rec {
+            self.hlc.observe(l.hlc);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! A replica's local store of records on top of ringkv-engine.
+//!
+//! Engine key = 8-byte big-endian ring token ++ user key, so one token range
+//! is one contiguous engine scan (Merkle trees and range streaming need that).
+//! Engine value = the encoded `Record`. Read-merge-write of one key runs under
+//! a striped async lock so concurrent merges on a replica never lose an
+//! update.
+//!
+//! Nothing on the request path leaves the async runtime: writes append to
+//! the engine on the calling task and await its group commit
+//! (`Db::write_async`), and reads answered from memtables, pinned filters
+//! or the block cache (`Db::get_cached`) stay on the task too. Only a read
+//! that must touch disk goes to the blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use bytes::Bytes;
+use ringkv_engine::{Cached, Db, Options, SyncPolicy, WriteBatch};
+
+use crate::config::SyncMode;
+use crate::ring::key_token;
+use crate::version::Record;
+
+const STRIPES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] ringkv_engine::Error),
+    #[error("stored record for a key is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl From<StorageError> for tonic::Status {
+    fn from(e: StorageError) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
+}
+
+pub fn engine_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&key_token(key).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    grace_ms: u64,
+    /// Stored records that did not decode (skipped; see `decode`).
+    undecodable: std::sync::atomic::AtomicU64,
+    undecodable_log: crate::ratelimit::LogEvery,
+}
+
+/// The commit of an update whose record is already known: completes once
+/// the record is durable (per the sync mode). The key stays locked until
+/// then, so the next update of the key starts from this record.
+pub type Commit = std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
+
+fn stripe_of(ekey: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(ekey) as usize) % STRIPES
+}
+
+/// A stored record that does not decode reads as absent (counted and
+/// logged): the key stays writable, read repair and anti-entropy overwrite
+/// it with the other replicas' copy, and no scan stops at it.
+fn decode(inner: &Inner, ekey: &[u8], bytes: Option<Vec<u8>>) -> Option<Record> {
+    match Record::decode(&bytes?) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            note_undecodable(inner, ekey, &e);
+            None
+        }
+    }
+}
+
+fn note_undecodable(inner: &Inner, ekey: &[u8], err: &dyn std::fmt::Display) {
+    inner
+        .undecodable
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(suppressed) = inner.undecodable_log.allow() {
+        let key = &ekey[ekey.len().min(8)..];
+        tracing::warn!(
+            key = %String::from_utf8_lossy(&key[..key.len().min(64)]),
+            error = %err,
+            suppressed,
+            "stored record does not decode; skipped (the other replicas' copy replaces it)"
+        );
+    }
+}
+
+impl Store {
+    pub fn open(
+        dir: &Path,
+        sync: SyncMode,
+        tombstone_grace: Duration,
+    ) -> Result<Store, StorageError> {
+        let opts = Options {
+            sync: match sync {
+                SyncMode::Always => SyncPolicy::Always,
+                SyncMode::Periodic(d) => SyncPolicy::Periodic(d),
+                SyncMode::Never => SyncPolicy::Never,
+            },
+            tombstone_grace,
+            ..Options::default()
+        };
+        let db = Db::open(dir, opts)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                stripes: (0..STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
+                grace_ms: tombstone_grace.as_millis() as u64,
+                undecodable: Default::default(),
+                undecodable_log: crate::ratelimit::LogEvery::new(Duration::from_secs(10)),
+            }),
+        })
+    }
+
+    /// The engine value of `ekey`: from memory on this task when it can be,
+    /// else from disk on the blocking pool.
+    async fn get(&self, ekey: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.inner.db.get_cached(ekey)? {
+            Cached::Value(v) => Ok(v),
+            Cached::NeedsIo => {
+                let inner = self.inner.clone();
+                let ekey = ekey.to_vec();
+                tokio::task::spawn_blocking(move || inner.db.get(&ekey))
+                    .await
+                    .map_err(|e| StorageError::Task(e.to_string()))?
+                    .map_err(StorageError::from)
+            }
+        }
+    }
+
+    /// This replica's record of `key`.
+    pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        let ekey = engine_key(key);
+        let bytes = self.get(&ekey).await?;
+        Ok(decode(&self.inner, &ekey, bytes))
+    }
+
+    /// Counts and reports a stored record that did not decode.
+    pub fn note_undecodable(&self, ekey: &[u8], err: &dyn std::fmt::Display) {
+        note_undecodable(&self.inner, ekey, err);
+    }
+
+    /// Stored records found undecodable since start (skipped, not served).
+    pub fn undecodable_records(&self) -> u64 {
+        self.inner
+            .undecodable
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Atomically replaces the record of `key` with `f(current)` and returns
+    /// what was written (durable, per the sync mode, when this returns).
+    /// `f` runs under the key's lock.
+    pub async fn update<F>(&self, key: &[u8], f: F) -> Result<Record, StorageError>
+    where
+        F: FnOnce(Option<Record>) -> Record,
+    {
+        let (rec, commit) = self.update_then(key, f).await?;
+        commit.await?;
+        Ok(rec)
+    }
+
+    /// `update` in two halves: returns the new record as soon as it is
+    /// appended, with the commit to await for its durability. The caller
+    /// can use the record meanwhile (a coordinator sends it to the other
+    /// replicas while its own fsync runs).
+    pub async fn update_then<F>(&self, key: &[u8], f: F) -> Result<(Record, Commit), StorageError>
+    where
+        F: FnOnce(Option<Record>) -> Record,
+    {
+        let ekey = engine_key(key);
+        let guard = self.inner.stripes[stripe_of(&ekey)]
+            .clone()
+            .lock_owned()
+            .await;
+        let bytes = self.get(&ekey).await?;
+        let current = decode(&self.inner, &ekey, bytes);
+        let next = f(current.clone());
+        if current.as_ref() == Some(&next) {
+            return Ok((next, Box::pin(async { Ok(()) })));
+        }
+        let mut b = WriteBatch::new();
+        b.put_expiring(
+            &ekey,
+            &next.encode(),
+            next.engine_expiry(self.inner.grace_ms),
+        );
+        let commit = self.inner.db.append(b).await?;
+        Ok((
+            next,
+            Box::pin(async move {
+                let _locked = guard;
+                commit.await.map_err(StorageError::from)
+            }),
+        ))
+    }
+
+    /// Merges `incoming` into this replica's record (the version sync).
+    pub async fn merge(&self, key: &[u8], incoming: Record) -> Result<Record, StorageError> {
+        self.update(key, move |cur| match cur {
+            Some(c) => c.merge(&incoming),
+            None => incoming,
+        })
+        .await
+    }
+
+    /// Merges many records (the version sync, key by key) and writes them
+    /// in one engine batch. Every key's stripe is held across its
+    /// read-merge-write; stripes are taken in ascending order, so this never
+    /// deadlocks against single-key updates. Returns the bytes merged.
+    pub async fn merge_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u64, StorageError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let mut stripes: Vec<usize> = items
+            .iter()
+            .map(|(k, _)| stripe_of(&engine_key(k)))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
+        for &i in &stripes {
+            guards.push(self.inner.stripes[i].lock().await);
+        }
+        // Later items for the same key merge into earlier results.
+        let mut merged: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
+        let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut bytes = 0u64;
+        for (k, rec) in items {
+            let ek = engine_key(&k);
+            bytes += k.len() as u64;
+            let cur = match merged.remove(&ek) {
+                Some(r) => Some(r),
+                None => {
+                    let bytes = self.get(&ek).await?;
+                    decode(&self.inner, &ek, bytes)
+                }
+            };
+            let next = match &cur {
+                Some(c) => c.merge(&rec),
+                None => rec,
+            };
+            if cur.as_ref() != Some(&next) {
+                changed.insert(ek.clone());
+            }
+            merged.insert(ek, next);
+        }
+        let mut batch = WriteBatch::new();
+        for (ek, rec) in &merged {
+            if changed.contains(ek) {
+                let v = rec.encode();
+                bytes += v.len() as u64;
+                batch.put_expiring(ek, &v, rec.engine_expiry(self.inner.grace_ms));
+            }
+        }
+        if !batch.is_empty() {
+            self.inner.db.write_async(batch).await?;
+        }
+        Ok(bytes)
+    }
+
+    /// Visits, in token order, every stored (engine key, encoded record) whose
+    /// token lies in the inclusive interval `[lo, hi]`, until `f` returns
+    /// false. Blocking: call from the blocking pool.
+    pub fn scan_tokens_blocking(
+        &self,
+        lo: u64,
+        hi: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        let lower = lo.to_be_bytes().to_vec();
+        let scan = if hi == u64::MAX {
+            self.inner.db.scan(lower..)?
+        } else {
+            self.inner.db.scan(lower..(hi + 1).to_be_bytes().to_vec())?
+        };
+        for item in scan {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a record by engine key. Blocking.
+    pub fn read_engine_key_blocking(&self, ekey: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.db.get(ekey)?)
+    }
+
+    /// Number of records stored (a full scan; for status and tests).
+    pub async fn count(&self) -> Result<u64, StorageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for item in inner.db.iter()? {
+                item?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.db.flush().map_err(StorageError::from))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.db.close().map_err(StorageError::from))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+}
