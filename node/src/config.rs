@@ -89,6 +89,8 @@ pub struct Config {
     pub hint_delivery_rate: u64,
     /// Record bytes per second that repair and range streaming may move (0 = unlimited).
     pub repair_rate: u64,
+    /// Async worker threads (0 = one per core the process may use).
+    pub worker_threads: usize,
     pub sync: SyncMode,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -123,6 +125,7 @@ pub const FIELDS: &[&str] = &[
     "phi_threshold",
     "hint_delivery_rate",
     "repair_rate",
+    "worker_threads",
     "sync",
     "tls_cert",
     "tls_key",
@@ -193,6 +196,9 @@ pub struct Args {
     /// Bytes per second repair and range streaming may move (0 = unlimited).
     #[arg(long, env = "RINGKV_REPAIR_RATE")]
     pub repair_rate: Option<String>,
+    /// Async worker threads (0 = one per core the process may use).
+    #[arg(long, env = "RINGKV_WORKER_THREADS")]
+    pub worker_threads: Option<String>,
     /// `always`, `periodic:<duration>` or `never`.
     #[arg(long, env = "RINGKV_SYNC")]
     pub sync: Option<String>,
@@ -233,6 +239,7 @@ impl Args {
             "phi_threshold" => self.phi_threshold.as_ref(),
             "hint_delivery_rate" => self.hint_delivery_rate.as_ref(),
             "repair_rate" => self.repair_rate.as_ref(),
+            "worker_threads" => self.worker_threads.as_ref(),
             "sync" => self.sync.as_ref(),
             "tls_cert" => self.tls_cert.as_ref(),
             "tls_key" => self.tls_key.as_ref(),
@@ -407,6 +414,7 @@ impl Config {
             phi_threshold: 8.0,
             hint_delivery_rate: 10_000,
             repair_rate: 64 << 20,
+            worker_threads: 0,
             sync: SyncMode::Always,
             tls_cert: None,
             tls_key: None,
@@ -517,6 +525,9 @@ impl Config {
         }
         if let Some(v) = get("repair_rate") {
             c.repair_rate = parse_num("repair_rate", v)?;
+        }
+        if let Some(v) = get("worker_threads") {
+            c.worker_threads = parse_num("worker_threads", v)?;
         }
         if let Some(v) = get("sync") {
             let t = v.trim();

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub latency: Family<OpLabels, Histogram, HistogramCtor>,
     pub quorum_failures: Family<OnlyOp, Counter>,
     pub read_repairs: Counter,
+    pub speculative_reads: Counter,
     pub forwarded_writes: Counter,
     pub internode_errors: Counter,
     pub members_alive: Gauge,
@@ -87,6 +88,12 @@ impl Metrics {
         let quorum_failures = Family::<OnlyOp, Counter>::default();
         let read_repairs = Counter::default();
         let forwarded_writes = Counter::default();
+        let speculative_reads = Counter::default();
+        registry.register(
+            "speculative_reads",
+            "Reads that asked more replicas because the first R were slow",
+            speculative_reads.clone(),
+        );
         let internode_errors = Counter::default();
         let members_alive = Gauge::default();
         let members_total = Gauge::default();
@@ -244,6 +251,7 @@ impl Metrics {
             latency,
             quorum_failures,
             read_repairs,
+            speculative_reads,
             forwarded_writes,
             internode_errors,
             members_alive,

@@ -797,3 +797,66 @@ async fn restart_keeps_tokens_and_data() {
         .unwrap();
     assert!(e.to_string().contains("belongs to node \"solo\""), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ask_r_replicas_first_and_more_only_when_one_is_slow_or_down() {
+    let c = Cluster::start(3, |_| {}).await;
+    let key = "spec-read";
+    let reps = c.replicas(key.as_bytes());
+    let coord = c.index_of(&reps[0]);
+    let mut kv = c.kv(coord).await;
+    put(&mut kv, key, "v", "").await.unwrap();
+    // Wait for the fan-out to reach the third replica too.
+    let third = c.index_of(&reps[2]);
+    eventually(
+        Duration::from_secs(10),
+        "all replicas to hold the key",
+        || async { !c.local_values(third, key.as_bytes()).await.is_empty() },
+    )
+    .await;
+    let spec = |c: &Cluster| {
+        c.nodes[coord]
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("ringkv_speculative_reads_total ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    // Healthy replicas: R=2 reads ask two (this node and one more), never
+    // the third, and need no speculation.
+    let calls = c.faults.calls();
+    for _ in 0..20 {
+        assert_eq!(values(&get(&mut kv, key).await), vec!["v"]);
+    }
+    assert_eq!(spec(&c), 0);
+    assert!(
+        c.faults.calls() - calls <= 20,
+        "{} internode calls for 20 reads: more than one remote replica asked",
+        c.faults.calls() - calls
+    );
+    // Both other replicas slow: the read still answers, by asking the
+    // third one after the speculation delay (both are slow here, so it
+    // waits out one of them, well under the 5 s timeout).
+    for r in &reps[1..] {
+        c.faults.set(
+            &reps[0],
+            r,
+            ringkv_node::Fault::Delay(Duration::from_millis(300)),
+        );
+    }
+    let t = std::time::Instant::now();
+    assert_eq!(values(&get(&mut kv, key).await), vec!["v"]);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(spec(&c) >= 1, "a slow replica triggers a speculative read");
+    c.faults.heal();
+    // A replica that cannot be reached: the next one is asked at once.
+    c.faults.partition(&reps[0], &reps[1]);
+    for _ in 0..10 {
+        assert_eq!(values(&get(&mut kv, key).await), vec!["v"]);
+    }
+    c.stop().await;
+}

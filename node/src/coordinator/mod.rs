@@ -94,9 +94,12 @@ pub struct Coordinator {
     client: InternodeClient,
     metrics: Arc<Metrics>,
     forward_rr: std::sync::atomic::AtomicUsize,
+    /// Mean latency of recent remote replica reads, µs (speculative retry).
+    remote_read_us: std::sync::atomic::AtomicU64,
 }
 
 type ReplicaReply = (String, Result<Option<Record>, String>);
+type ReplicaAck = (String, Result<(), String>);
 
 impl Coordinator {
     pub fn new(
@@ -113,6 +116,7 @@ impl Coordinator {
             topology,
             client,
             forward_rr: std::sync::atomic::AtomicUsize::new(0),
+            remote_read_us: std::sync::atomic::AtomicU64::new(1000),
         }
     }
 
@@ -224,35 +228,59 @@ impl Coordinator {
             .into_iter()
             .cloned()
             .collect();
-        let deadline = tokio::time::Instant::now() + self.settings.timeout;
-
-        let mut pending: FuturesUnordered<_> = replicas
-            .iter()
-            .cloned()
-            .map(|m| {
-                let this = self.clone();
-                let key = key.clone();
-                async move {
-                    let res =
-                        match tokio::time::timeout_at(deadline, this.read_replica(&m, key)).await {
-                            Ok(r) => r,
-                            Err(_) => Err(format!("{}: timed out", m.node_id)),
-                        };
-                    (m.node_id.clone(), res)
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.settings.timeout;
+        // Ask R replicas first — this node when it is one (no hop), then
+        // those gossip believes alive, taking turns — and more only when
+        // one fails or is slow (speculative retry, as Cassandra does).
+        let order = self.read_order(&replicas);
+        let read = |m: Member| {
+            let this = self.clone();
+            let key = key.clone();
+            async move {
+                let t = std::time::Instant::now();
+                let res = match tokio::time::timeout_at(deadline, this.read_replica(&m, key)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("{}: timed out", m.node_id)),
+                };
+                if res.is_ok() && m.node_id != this.me {
+                    this.observe_remote_read(t.elapsed());
                 }
-            })
-            .collect();
+                (m.node_id.clone(), res)
+            }
+        };
+        let mut asked = 0usize;
+        let mut pending = FuturesUnordered::new();
+        while asked < (required as usize).min(order.len()) {
+            pending.push(read(order[asked].clone()));
+            asked += 1;
+        }
+        let speculate = tokio::time::sleep_until(started + self.speculation_delay());
+        tokio::pin!(speculate);
         let mut replies: Vec<ReplicaReply> = Vec::new();
         let mut ok = 0u32;
         while ok < required {
-            match pending.next().await {
-                Some(reply) => {
-                    if reply.1.is_ok() {
-                        ok += 1;
+            tokio::select! {
+                reply = pending.next() => match reply {
+                    Some(reply) => {
+                        if reply.1.is_ok() {
+                            ok += 1;
+                        } else if asked < order.len() {
+                            pending.push(read(order[asked].clone()));
+                            asked += 1;
+                        }
+                        replies.push(reply);
                     }
-                    replies.push(reply);
+                    None => break,
+                },
+                _ = &mut speculate, if asked < order.len() => {
+                    self.metrics.speculative_reads.inc();
+                    while asked < order.len() {
+                        pending.push(read(order[asked].clone()));
+                        asked += 1;
+                    }
                 }
-                None => break,
             }
         }
         if ok < required {
@@ -285,19 +313,78 @@ impl Coordinator {
                 .encode(),
             replies: ok,
         };
-        // Read repair runs after the answer, with the late replies too.
-        let this = self.clone();
-        let span = tracing::debug_span!("read_repair");
-        tokio::spawn(
-            async move {
-                while let Some(reply) = pending.next().await {
-                    replies.push(reply);
+        // Read repair, after the answer: the replicas that answered with
+        // less than the merge get it (late replies of speculative reads
+        // too). Nothing to do — and no task — when they all agreed.
+        let disagree = merged.as_ref().is_some_and(|m| {
+            replies
+                .iter()
+                .any(|(_, r)| matches!(r, Ok(rec) if rec.as_ref() != Some(m)))
+        });
+        if disagree || !pending.is_empty() {
+            let this = self.clone();
+            let span = tracing::debug_span!("read_repair");
+            tokio::spawn(
+                async move {
+                    while let Some(reply) = pending.next().await {
+                        replies.push(reply);
+                    }
+                    this.read_repair(key, &replicas, replies).await;
                 }
-                this.read_repair(key, &replicas, replies).await;
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            );
+        }
         Ok(outcome)
+    }
+
+    /// The replicas of a read in the order to ask them: this node, then the
+    /// ones gossip believes alive from a rotating start, then the others.
+    fn read_order(&self, replicas: &[Member]) -> Vec<Member> {
+        let mut order: Vec<Member> = replicas
+            .iter()
+            .filter(|m| m.node_id == self.me)
+            .cloned()
+            .collect();
+        let mut alive: Vec<Member> = replicas
+            .iter()
+            .filter(|m| m.node_id != self.me && m.alive)
+            .cloned()
+            .collect();
+        if !alive.is_empty() {
+            let k = self
+                .forward_rr
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % alive.len();
+            alive.rotate_left(k);
+        }
+        order.extend(alive);
+        order.extend(
+            replicas
+                .iter()
+                .filter(|m| m.node_id != self.me && !m.alive)
+                .cloned(),
+        );
+        order
+    }
+
+    /// How long a read waits for its first R replicas before asking the
+    /// rest: four times the recent mean remote read, within [2 ms, timeout/2].
+    fn speculation_delay(&self) -> Duration {
+        let mean = Duration::from_micros(
+            self.remote_read_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        (mean * 4).clamp(Duration::from_millis(2), self.settings.timeout / 2)
+    }
+
+    fn observe_remote_read(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.remote_read_us.load(Relaxed);
+        // An exponential moving average (1/8 weight); racing updates lose a
+        // sample, which is harmless.
+        self.remote_read_us
+            .store(old - old / 8 + sample / 8, Relaxed);
     }
 
     async fn read_repair(
@@ -573,47 +660,46 @@ impl Coordinator {
             self.store_hint(target, &req.key, &record).await;
         }
         let required = required + pending_sent;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<(), String>)>();
         // This node's own copy counts once it is durable; it syncs while the
-        // replicas below are written.
-        {
-            let (tx, me) = (tx.clone(), self.me.clone());
-            tokio::spawn(async move {
-                let res = local_commit.await.map_err(|e| format!("{me}: {e}"));
-                let _ = tx.send((me, res));
-            });
-        }
+        // replicas are written. Every outcome is driven from this task until
+        // W is reached; the rest (slow replicas, their hints) finishes in
+        // the background.
+        type Outcome = std::pin::Pin<Box<dyn std::future::Future<Output = ReplicaAck> + Send>>;
+        let mut inflight: FuturesUnordered<Outcome> = FuturesUnordered::new();
+        let me = self.me.clone();
+        inflight.push(Box::pin(async move {
+            let res = local_commit.await.map_err(|e| format!("{me}: {e}"));
+            (me, res)
+        }));
         for (m, hint_for) in sends {
             let this = self.clone();
-            let (key, rec, tx) = (req.key.clone(), record.clone(), tx.clone());
+            let (key, rec) = (req.key.clone(), record.clone());
             let timeout = self.settings.timeout;
-            // Spawned, so the write still reaches slow replicas after we answer.
-            tokio::spawn(
-                async move {
-                    let owner = hint_for.clone().unwrap_or_else(|| m.node_id.clone());
-                    let call = this.write_replica_as(&m, key.clone(), rec.clone(), hint_for);
-                    let res = match tokio::time::timeout(timeout, call).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!("{}: timed out", m.node_id)),
-                    };
-                    if res.is_err() {
-                        // Whatever happened there, the owner gets it later.
-                        this.store_hint(&owner, &key, &rec).await;
-                    }
-                    let _ = tx.send((m.node_id.clone(), res));
+            inflight.push(Box::pin(async move {
+                let owner = hint_for.clone().unwrap_or_else(|| m.node_id.clone());
+                let call = this.write_replica_as(&m, key.clone(), rec.clone(), hint_for);
+                let res = match tokio::time::timeout(timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("{}: timed out", m.node_id)),
+                };
+                if res.is_err() {
+                    // Whatever happened there, the owner gets it later.
+                    this.store_hint(&owner, &key, &rec).await;
                 }
-                .in_current_span(),
-            );
+                (m.node_id, res)
+            }));
         }
-        drop(tx);
         let mut acks = 0u32;
         let mut failures: Vec<ReplicaReply> = Vec::new();
         while acks < required {
-            match rx.recv().await {
+            match inflight.next().await {
                 Some((_, Ok(()))) => acks += 1,
                 Some((id, Err(e))) => failures.push((id, Err(e))),
                 None => break,
             }
+        }
+        if !inflight.is_empty() {
+            tokio::spawn(async move { while inflight.next().await.is_some() {} });
         }
         if acks < required {
             let op = if req.value.is_some() { "put" } else { "delete" };
