@@ -689,6 +689,26 @@ mod tests {
     }
 
     #[test]
+    fn the_gossip_secret_file_is_a_path_and_unset_by_default() {
+        let c = Config::from_raw(&raw(&[("node_id", "a")])).unwrap();
+        assert_eq!(c.gossip_secret_file, None);
+        let c = Config::from_raw(&raw(&[
+            ("node_id", "a"),
+            ("gossip_secret_file", " /etc/ringkv/gossip/secret "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.gossip_secret_file,
+            Some(PathBuf::from("/etc/ringkv/gossip/secret"))
+        );
+        // A missing file is refused at start, naming the file.
+        let e = crate::membership::GossipSecret::load(Path::new("/nonexistent/secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/secret"), "{e}");
+    }
+
+    #[test]
     fn yaml_is_overridden_by_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
