@@ -214,7 +214,7 @@ impl Client {
             match channel(s).await {
                 Ok(ch) => {
                     let kv = kv_client(ch);
-                    let router = routing::Router::learn(kv.clone()).await;
+                    let router = routing::Router::learn(kv.clone(), s).await;
                     return Ok(Client { kv, router });
                 }
                 Err(e) => last = Some(e),

@@ -87,13 +87,22 @@ pub(crate) struct Router {
 impl Router {
     /// Learns the ring through `seed`; `None` when the node does not offer
     /// it (an older server) or has no ring yet.
-    pub(crate) async fn learn(seed: KeyValueClient<Channel>) -> Option<Arc<Router>> {
+    /// `seed_addr` is the address `seed` connects to: the seed's own
+    /// connection serves the requests routed to it.
+    pub(crate) async fn learn(
+        seed: KeyValueClient<Channel>,
+        seed_addr: &str,
+    ) -> Option<Arc<Router>> {
         let table = fetch(&seed).await?;
+        let bare = seed_addr
+            .split_once("://")
+            .map_or(seed_addr, |(_, rest)| rest)
+            .trim_end_matches('/');
         Some(Arc::new(Router {
             table: RwLock::new(Arc::new(table)),
             fetched: Mutex::new(Instant::now()),
             refreshing: AtomicBool::new(false),
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::from([(bare.to_string(), seed.clone())])),
             avoid: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             seed,

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub read_repairs: Counter,
     pub speculative_reads: Counter,
     pub forwarded_writes: Counter,
+    pub late_forwards_refused: Counter,
     pub internode_errors: Counter,
     pub members_alive: Gauge,
     pub members_total: Gauge,
@@ -88,6 +89,12 @@ impl Metrics {
         let quorum_failures = Family::<OnlyOp, Counter>::default();
         let read_repairs = Counter::default();
         let forwarded_writes = Counter::default();
+        let late_forwards_refused = Counter::default();
+        registry.register(
+            "late_forwards_refused",
+            "Forwarded writes that arrived after their sender's deadline (not applied)",
+            late_forwards_refused.clone(),
+        );
         let speculative_reads = Counter::default();
         registry.register(
             "speculative_reads",
@@ -253,6 +260,7 @@ impl Metrics {
             read_repairs,
             speculative_reads,
             forwarded_writes,
+            late_forwards_refused,
             internode_errors,
             members_alive,
             members_total,

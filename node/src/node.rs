@@ -284,7 +284,10 @@ impl RunningNode {
             metrics.clone(),
         ));
         let topology = Arc::new(SharedTopology::default());
-        topology.set(Topology::new(membership.view()));
+        topology.set(Topology::with_replication(
+            membership.view(),
+            config.n as usize,
+        ));
         let coordinator = Arc::new(Coordinator::new(
             Settings::from_config(&config),
             replica.clone(),
@@ -321,6 +324,7 @@ impl RunningNode {
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
             topology.clone(),
+            config.n as usize,
             metrics.clone(),
             stop_rx.clone(),
         )));
@@ -591,6 +595,7 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
 async fn follow_membership(
     membership: Membership,
     topology: Arc<SharedTopology>,
+    n: usize,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -601,7 +606,7 @@ async fn follow_membership(
         metrics
             .members_alive
             .set(view.members.iter().filter(|m| m.alive).count() as i64);
-        topology.set(Topology::new(view));
+        topology.set(Topology::with_replication(view, n));
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,

@@ -61,23 +61,26 @@ pub struct RingkvDriver {
 }
 
 impl RingkvDriver {
-    /// Opens `per_server` token-aware clients seeded at each node's client
-    /// gRPC address (`http://host:port`): each learns the ring and sends
-    /// every request to a replica of its key, as an application would.
+    /// Opens `per_server` token-aware clients, seeded at the nodes' client
+    /// gRPC addresses (`http://host:port`) in turn: each learns the ring and
+    /// keeps one HTTP/2 connection per node, sending every request to a
+    /// replica of its key, as an application would — `per_server`
+    /// connections to each node, like the other systems' drivers.
     pub async fn connect(nodes: &[String], per_server: usize) -> Result<RingkvDriver, BenchError> {
         let mut conns = Vec::new();
-        for addr in nodes {
-            for _ in 0..per_server.max(1) {
-                conns.push(
-                    Client::connect_cluster(&[addr.as_str()])
-                        .await
-                        .map_err(|e| BenchError::Connect {
-                            system: "ringkv".into(),
-                            addr: addr.clone(),
-                            reason: e.to_string(),
-                        })?,
-                );
-            }
+        for i in 0..per_server.max(1) {
+            let Some(addr) = nodes.get(i % nodes.len().max(1)) else {
+                break;
+            };
+            conns.push(
+                Client::connect_cluster(&[addr.as_str()])
+                    .await
+                    .map_err(|e| BenchError::Connect {
+                        system: "ringkv".into(),
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    })?,
+            );
         }
         if conns.is_empty() {
             return Err(BenchError::Args("ringkv: no node addresses".into()));

@@ -94,6 +94,7 @@ impl KeyValue for KeyValueService {
             context: req.context,
             ttl_ms: req.ttl_ms,
             w,
+            deadline_unix_ms: 0,
         };
         let out = self.write("put", wr, started).await?;
         Ok(Response::new(pb::PutResponse {
@@ -126,6 +127,7 @@ impl KeyValue for KeyValueService {
             context,
             ttl_ms: 0,
             w,
+            deadline_unix_ms: 0,
         };
         let out = self.write("delete", wr, started).await?;
         Ok(Response::new(pb::DeleteResponse { acks: out.acks }))

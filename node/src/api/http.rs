@@ -103,7 +103,8 @@ fn coord_error(e: CoordError) -> Response {
             "unavailable",
             e.to_string(),
         ),
-        CoordError::Storage(_) => error(
+        CoordError::Expired { .. } => error(StatusCode::GATEWAY_TIMEOUT, "expired", e.to_string()),
+        _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
             e.to_string(),
@@ -391,6 +392,7 @@ async fn put_key(
         context: ctx,
         ttl_ms,
         w,
+        deadline_unix_ms: 0,
     };
     match s.coord.write(req, 0).await {
         Ok(out) => {
@@ -449,6 +451,7 @@ async fn delete_key(
         context: ctx,
         ttl_ms: 0,
         w,
+        deadline_unix_ms: 0,
     };
     match s.coord.write(req, 0).await {
         Ok(out) => {

@@ -103,6 +103,7 @@ pub fn outcome_label(e: &CoordError) -> &'static str {
         CoordError::Invalid(_) => "invalid",
         CoordError::QuorumNotReached { .. } => "quorum_failed",
         CoordError::Unavailable(_) | CoordError::Remote { .. } => "unavailable",
+        CoordError::Expired { .. } => "expired",
         _ => "error",
     }
 }
@@ -177,6 +178,7 @@ pub fn to_status(e: CoordError) -> tonic::Status {
         e @ CoordError::QuorumNotReached { .. } => tonic::Status::unavailable(e.to_string()),
         CoordError::Unavailable(m) => tonic::Status::unavailable(m),
         CoordError::Remote { code, message } => tonic::Status::new(code, message),
+        e @ CoordError::Expired { .. } => tonic::Status::deadline_exceeded(e.to_string()),
         e => tonic::Status::internal(e.to_string()),
     }
 }

@@ -83,6 +83,9 @@ pub struct WriteRequest {
     pub context: String,
     pub ttl_ms: u64,
     pub w: Option<Level>,
+    /// Unix ms after which whoever sent this write has given up on it (a
+    /// forwarded write); 0 = none.
+    pub deadline_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -223,18 +226,14 @@ impl Coordinator {
         validate::key(&key)?;
         let required = consistency::required(r, self.settings.r, self.settings.n)?;
         let topo = self.topology();
-        let replicas: Vec<Member> = topo
-            .replicas(&key, self.settings.n as usize)
-            .into_iter()
-            .cloned()
-            .collect();
+        let replicas = topo.replica_set(&key, self.settings.n as usize);
         let started = tokio::time::Instant::now();
         let deadline = started + self.settings.timeout;
         // Ask R replicas first — this node when it is one (no hop), then
         // those gossip believes alive, taking turns — and more only when
         // one fails or is slow (speculative retry, as Cassandra does).
         let order = self.read_order(&replicas);
-        let read = |m: Member| {
+        let read = |m: Arc<Member>| {
             let this = self.clone();
             let key = key.clone();
             async move {
@@ -339,13 +338,13 @@ impl Coordinator {
 
     /// The replicas of a read in the order to ask them: this node, then the
     /// ones gossip believes alive from a rotating start, then the others.
-    fn read_order(&self, replicas: &[Member]) -> Vec<Member> {
-        let mut order: Vec<Member> = replicas
+    fn read_order(&self, replicas: &[Arc<Member>]) -> Vec<Arc<Member>> {
+        let mut order: Vec<Arc<Member>> = replicas
             .iter()
             .filter(|m| m.node_id == self.me)
             .cloned()
             .collect();
-        let mut alive: Vec<Member> = replicas
+        let mut alive: Vec<Arc<Member>> = replicas
             .iter()
             .filter(|m| m.node_id != self.me && m.alive)
             .cloned()
@@ -390,7 +389,7 @@ impl Coordinator {
     async fn read_repair(
         self: &Arc<Self>,
         key: Bytes,
-        replicas: &[Member],
+        replicas: &[Arc<Member>],
         replies: Vec<ReplicaReply>,
     ) {
         let answered: Vec<(String, Option<Record>)> = replies
@@ -433,6 +432,16 @@ impl Coordinator {
         req: WriteRequest,
         hops: u32,
     ) -> Result<WriteOutcome, CoordError> {
+        // A forward that arrives after its sender gave up (held up by a
+        // partition, say) must not run: the sender may have coordinated the
+        // write itself, and the client may have overwritten it since — run
+        // now, it would mint a new version of an old write.
+        if req.deadline_unix_ms != 0 && now_ms() > req.deadline_unix_ms {
+            self.metrics.late_forwards_refused.inc();
+            return Err(CoordError::Expired {
+                late_ms: now_ms() - req.deadline_unix_ms,
+            });
+        }
         validate::key(&req.key)?;
         if let Some(v) = &req.value {
             validate::value(v, self.settings.max_value_bytes)?;
@@ -483,11 +492,18 @@ impl Coordinator {
     ) -> Result<WriteOutcome, CoordError> {
         self.metrics.forwarded_writes.inc();
         let deadline = tokio::time::Instant::now() + self.settings.timeout / 2;
+        // The same deadline in wall-clock time, for the receiver (never later
+        // than the one this write arrived with).
+        let give_up_ms = now_ms() + (self.settings.timeout / 2).as_millis() as u64;
+        let give_up_ms = match req.deadline_unix_ms {
+            0 => give_up_ms,
+            d => d.min(give_up_ms),
+        };
         let replicas = &plan.replicas;
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
         // the primary would skew coordination load.
-        let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).collect();
+        let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).map(|m| &**m).collect();
         if !order.is_empty() {
             let k = self
                 .forward_rr
@@ -495,7 +511,7 @@ impl Coordinator {
                 % order.len();
             order.rotate_left(k);
         }
-        order.extend(replicas.iter().filter(|m| !m.alive));
+        order.extend(replicas.iter().filter(|m| !m.alive).map(|m| &**m));
         let mut errors = Vec::new();
         for m in order {
             let pb_req = pb::CoordinateWriteRequest {
@@ -505,6 +521,7 @@ impl Coordinator {
                 ttl_ms: req.ttl_ms,
                 w: req.w.map(Level::label_for_wire).unwrap_or_default(),
                 hops: hops + 1,
+                deadline_unix_ms: give_up_ms,
             };
             let call = self
                 .client
@@ -617,10 +634,10 @@ impl Coordinator {
             .map(|m| m.node_id.clone())
             .collect();
         used.push(self.me.clone());
-        let mut sends: Vec<(Member, Option<String>)> = Vec::new();
+        let mut sends: Vec<(Arc<Member>, Option<String>)> = Vec::new();
         let mut local_hints: Vec<String> = Vec::new();
         let mut stand_in_done = !sloppy;
-        let mut substitutes: Option<std::vec::IntoIter<Member>> = None;
+        let mut substitutes: Option<std::vec::IntoIter<Arc<Member>>> = None;
         for r in plan.replicas.iter().filter(|m| m.node_id != self.me) {
             if !stand_in_done {
                 // A sloppy coordinator is itself the first substitute.
@@ -686,7 +703,7 @@ impl Coordinator {
                     // Whatever happened there, the owner gets it later.
                     this.store_hint(&owner, &key, &rec).await;
                 }
-                (m.node_id, res)
+                (m.node_id.clone(), res)
             }));
         }
         let mut acks = 0u32;
