@@ -98,6 +98,7 @@ fn real_internode() -> Vec<Vec<u8>> {
             ttl_ms: 1000,
             w: "quorum".into(),
             hops: 1,
+            deadline_unix_ms: NOW_MS + 1000,
         }
         .encode_to_vec(),
     ];
