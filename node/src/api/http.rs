@@ -485,6 +485,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
+    s.metrics.observe_engine(&s.replica.store().stats());
     s.refresh_metrics();
     (
         StatusCode::OK,

@@ -323,6 +323,11 @@ impl Store {
         .map_err(|e| StorageError::Task(e.to_string()))?
     }
 
+    /// The engine's counters and shape (levels, backlog, stalls).
+    pub fn stats(&self) -> ringkv_engine::Stats {
+        self.inner.db.stats()
+    }
+
     pub async fn flush(&self) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.db.flush().map_err(StorageError::from))
