@@ -196,6 +196,13 @@ impl RunningNode {
                 interval: config.gossip_interval,
                 phi_threshold: config.phi_threshold,
                 faults: Some(faults.clone()),
+                secret: match &config.gossip_secret_file {
+                    Some(p) => Some(
+                        crate::membership::GossipSecret::load(p)
+                            .map_err(|e| NodeError::Membership(MembershipError::Secret(e)))?,
+                    ),
+                    None => None,
+                },
             },
         )
         .await?;

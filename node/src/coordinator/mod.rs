@@ -640,11 +640,9 @@ impl Coordinator {
                         Record::Causal(DvvSet::update(&local, &ctx2, &w, value))
                     })
                     .await?;
-                let counter = match &appended.0 {
-                    Record::Causal(d) => d.counter_of(&writer),
-                    Record::Lww(_) => 0,
-                };
-                let context = ctx.with(&writer, counter).encode();
+                // What the client's context saw (as far as the record kept
+                // it) plus the new dot, small enough to be accepted back.
+                let context = appended.0.write_context(&ctx, &writer).encode();
                 (appended, context)
             }
             ConflictMode::Lww => {
