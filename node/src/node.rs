@@ -217,12 +217,13 @@ impl RunningNode {
         // (a node whose data directory was lost), or nothing.
         let mut after_start = match initial {
             NodeState::Joining if persisted.is_some() => AfterStart::Join,
+            // Restoring lost data when it stopped: resume.
+            NodeState::Repairing => AfterStart::Repair,
             _ => AfterStart::Nothing,
         };
         let mut start = crate::replica::writer::Start::Existing;
         if persisted.is_none() {
             let (tokens, origin) = choose_tokens(&config, &membership).await;
-            let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             let state = match origin {
                 TokenOrigin::FirstNode => {
                     start = crate::replica::writer::Start::New;
@@ -231,19 +232,25 @@ impl RunningNode {
                 TokenOrigin::Adopted => {
                     start = crate::replica::writer::Start::DataLost;
                     after_start = AfterStart::Repair;
-                    NodeState::Normal
+                    NodeState::Repairing
                 }
                 TokenOrigin::Allocated => {
                     start = crate::replica::writer::Start::New;
-                    crate::repair::moves::save_state(&config.data_dir, Some(NodeState::Joining))
-                        .map_err(|source| NodeError::DataDir {
-                            path: config.data_dir.clone(),
-                            source,
-                        })?;
                     after_start = AfterStart::Join;
                     NodeState::Joining
                 }
             };
+            // The move is recorded before the tokens: a crash in between
+            // must not restart this node as a NORMAL member without its data.
+            if state != NodeState::Normal {
+                crate::repair::moves::save_state(&config.data_dir, Some(state)).map_err(
+                    |source| NodeError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    },
+                )?;
+            }
+            let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             membership
                 .update_local(|l| {
                     l.tokens = tokens.clone();
@@ -423,18 +430,13 @@ impl RunningNode {
             }
             AfterStart::Repair => {
                 // The data directory was lost: get this node's ranges back
-                // from the other replicas once they are seen alive.
-                let (repair, membership) = (repair.clone(), membership.clone());
-                let wait = config.gossip_interval * 20;
-                tasks.push(tokio::spawn(async move {
-                    membership.wait_for_peer(wait).await;
-                    tokio::time::sleep(settle).await;
-                    let (_, id) = repair.start();
-                    tracing::info!(
-                        repair = id,
-                        "data directory was empty: repairing this node's ranges"
-                    );
-                }));
+                // from the other replicas, serving no reads until done.
+                tasks.push(tokio::spawn(crate::repair::restore::run(
+                    repair.clone(),
+                    membership.clone(),
+                    config.data_dir.clone(),
+                    settle,
+                )));
             }
             AfterStart::Nothing => {}
         }

@@ -274,6 +274,8 @@ pub enum NodeState {
     Normal,
     Leaving,
     Left,
+    /// Restoring lost data (not serving reads yet).
+    Repairing,
     Unknown,
 }
 
@@ -284,6 +286,7 @@ impl NodeState {
             Ok(pb::NodeState::Normal) => Self::Normal,
             Ok(pb::NodeState::Leaving) => Self::Leaving,
             Ok(pb::NodeState::Left) => Self::Left,
+            Ok(pb::NodeState::Repairing) => Self::Repairing,
             _ => Self::Unknown,
         }
     }
@@ -294,6 +297,7 @@ impl NodeState {
             Self::Normal => "normal",
             Self::Leaving => "leaving",
             Self::Left => "left",
+            Self::Repairing => "repairing",
             Self::Unknown => "unknown",
         }
     }
@@ -304,6 +308,7 @@ impl NodeState {
             Self::Normal => pb::NodeState::Normal,
             Self::Leaving => pb::NodeState::Leaving,
             Self::Left => pb::NodeState::Left,
+            Self::Repairing => pb::NodeState::Repairing,
             Self::Unknown => pb::NodeState::Unspecified,
         }
     }

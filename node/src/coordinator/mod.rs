@@ -235,7 +235,29 @@ impl Coordinator {
         validate::key(&key)?;
         let required = consistency::required(r, self.settings.r, self.settings.n)?;
         let topo = self.topology();
-        let replicas = topo.replica_set(&key, self.settings.n as usize);
+        let mut replicas = topo.replica_set(&key, self.settings.n as usize);
+        // A replica restoring lost data takes writes but answers no reads:
+        // its copy may be missing anything written before it came back.
+        let restoring: Vec<String> = replicas
+            .iter()
+            .filter(|m| !m.state.serves_reads())
+            .map(|m| m.node_id.clone())
+            .collect();
+        if !restoring.is_empty() {
+            replicas.retain(|m| m.state.serves_reads());
+            if replicas.len() < required as usize {
+                return Err(CoordError::QuorumNotReached {
+                    op: "read",
+                    required,
+                    got: 0,
+                    replicas: replicas.len() + restoring.len(),
+                    detail: format!(
+                        "{} restoring lost data (not readable until done)",
+                        restoring.join(", ")
+                    ),
+                });
+            }
+        }
         let started = tokio::time::Instant::now();
         let deadline = started + self.settings.timeout;
         // Ask R replicas first — this node when it is one (no hop), then

@@ -10,6 +10,7 @@
 
 pub mod merkle;
 pub mod moves;
+pub mod restore;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -261,6 +262,27 @@ impl Repairer {
             }
             Some(e) => Err(e),
         }
+    }
+
+    /// Syncs `range` with the first of `peers` that can (restoring a node
+    /// that lost its data: one live replica is enough); records the range
+    /// as repaired. The error names the last peer that failed.
+    pub async fn restore_range(&self, range: TokenRange, peers: &[Member]) -> Result<(), String> {
+        let mut last = String::from("no other replica is alive");
+        for p in peers.iter().filter(|p| p.alive) {
+            match self.sync_range(range, p).await {
+                Ok(s) => {
+                    self.record(s);
+                    self.state
+                        .lock()
+                        .ranges
+                        .insert((range.start, range.end), now_ms());
+                    return Ok(());
+                }
+                Err(e) => last = format!("{}: {e}", p.node_id),
+            }
+        }
+        Err(last)
     }
 
     fn record(&self, s: SyncStats) {

@@ -132,7 +132,7 @@ pub struct MemberStatus {
     pub node_id: String,
     #[serde(default)]
     pub zone: String,
-    /// `joining`, `normal`, `leaving`, `left` or `unknown`.
+    /// `joining`, `normal`, `leaving`, `left`, `repairing` or `unknown`.
     pub state: String,
     pub alive: bool,
 }

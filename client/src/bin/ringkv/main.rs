@@ -279,6 +279,7 @@ fn state_name(s: i32) -> &'static str {
         Ok(ringkv_proto::v1::NodeState::Normal) => "NORMAL",
         Ok(ringkv_proto::v1::NodeState::Leaving) => "LEAVING",
         Ok(ringkv_proto::v1::NodeState::Left) => "LEFT",
+        Ok(ringkv_proto::v1::NodeState::Repairing) => "REPAIRING",
         _ => "UNKNOWN",
     }
 }
