@@ -51,6 +51,19 @@ impl ConflictMode {
     }
 }
 
+/// When a read asks more replicas than its R (Cassandra's
+/// `speculative_retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeculativeRetry {
+    /// After four times the recent mean remote read latency (at least 2 ms):
+    /// a replica much slower than usual is worked around at once.
+    Adaptive,
+    /// After a fixed delay.
+    After(Duration),
+    /// Only when a replica fails.
+    Never,
+}
+
 /// Engine WAL sync policy as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -79,6 +92,8 @@ pub struct Config {
     pub conflict_mode: ConflictMode,
     pub max_value_bytes: usize,
     pub request_timeout: Duration,
+    /// When a read asks replicas beyond the first R.
+    pub speculative_retry: SpeculativeRetry,
     pub tombstone_grace: Duration,
     pub max_hint_window: Duration,
     /// `None` = off (the operator schedules repair).
@@ -118,6 +133,7 @@ pub const FIELDS: &[&str] = &[
     "conflict_mode",
     "max_value_bytes",
     "request_timeout",
+    "speculative_retry",
     "tombstone_grace",
     "max_hint_window",
     "repair_interval",
@@ -180,6 +196,9 @@ pub struct Args {
     pub max_value_bytes: Option<String>,
     #[arg(long, env = "RINGKV_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// `adaptive`, a duration, or `never`.
+    #[arg(long, env = "RINGKV_SPECULATIVE_RETRY")]
+    pub speculative_retry: Option<String>,
     #[arg(long, env = "RINGKV_TOMBSTONE_GRACE")]
     pub tombstone_grace: Option<String>,
     #[arg(long, env = "RINGKV_MAX_HINT_WINDOW")]
@@ -232,6 +251,7 @@ impl Args {
             "conflict_mode" => self.conflict_mode.as_ref(),
             "max_value_bytes" => self.max_value_bytes.as_ref(),
             "request_timeout" => self.request_timeout.as_ref(),
+            "speculative_retry" => self.speculative_retry.as_ref(),
             "tombstone_grace" => self.tombstone_grace.as_ref(),
             "max_hint_window" => self.max_hint_window.as_ref(),
             "repair_interval" => self.repair_interval.as_ref(),
@@ -407,6 +427,7 @@ impl Config {
             conflict_mode: ConflictMode::Causal,
             max_value_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
+            speculative_retry: SpeculativeRetry::Adaptive,
             tombstone_grace: Duration::from_secs(10 * 86400),
             max_hint_window: Duration::from_secs(3 * 3600),
             repair_interval: None,
@@ -500,6 +521,21 @@ impl Config {
         }
         if let Some(v) = get("request_timeout") {
             c.request_timeout = parse_duration("request_timeout", v)?;
+        }
+        if let Some(v) = get("speculative_retry") {
+            c.speculative_retry = match v.trim() {
+                "adaptive" => SpeculativeRetry::Adaptive,
+                "never" => SpeculativeRetry::Never,
+                d => SpeculativeRetry::After(parse_duration("speculative_retry", d).map_err(
+                    |_| {
+                        invalid(
+                            "speculative_retry",
+                            v,
+                            "expected `adaptive`, `never` or a duration",
+                        )
+                    },
+                )?),
+            };
         }
         if let Some(v) = get("tombstone_grace") {
             c.tombstone_grace = parse_duration("tombstone_grace", v)?;
@@ -677,6 +713,7 @@ mod tests {
             (vec![("conflict_mode", "newest")], "conflict_mode"),
             (vec![("request_timeout", "soon")], "request_timeout"),
             (vec![("sync", "sometimes")], "sync"),
+            (vec![("speculative_retry", "99p")], "speculative_retry"),
             (vec![("node_id", "a b")], "node_id"),
             (vec![("seeds", "host-without-port")], "seeds"),
             (vec![("listen_http", "nowhere")], "listen_http"),
