@@ -77,6 +77,8 @@ pub struct Config {
     pub r: u32,
     pub vnodes: u32,
     pub conflict_mode: ConflictMode,
+    /// LWW records whose hybrid clock is further ahead of this node's are refused.
+    pub max_clock_skew: Duration,
     pub max_value_bytes: usize,
     pub request_timeout: Duration,
     pub tombstone_grace: Duration,
@@ -113,6 +115,7 @@ pub const FIELDS: &[&str] = &[
     "r",
     "vnodes",
     "conflict_mode",
+    "max_clock_skew",
     "max_value_bytes",
     "request_timeout",
     "tombstone_grace",
@@ -172,6 +175,9 @@ pub struct Args {
     /// `causal` or `lww`.
     #[arg(long, env = "RINGKV_CONFLICT_MODE")]
     pub conflict_mode: Option<String>,
+    /// LWW: refuse records whose clock is further ahead than this.
+    #[arg(long, env = "RINGKV_MAX_CLOCK_SKEW")]
+    pub max_clock_skew: Option<String>,
     #[arg(long, env = "RINGKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
     #[arg(long, env = "RINGKV_REQUEST_TIMEOUT")]
@@ -223,6 +229,7 @@ impl Args {
             "r" => self.r.as_ref(),
             "vnodes" => self.vnodes.as_ref(),
             "conflict_mode" => self.conflict_mode.as_ref(),
+            "max_clock_skew" => self.max_clock_skew.as_ref(),
             "max_value_bytes" => self.max_value_bytes.as_ref(),
             "request_timeout" => self.request_timeout.as_ref(),
             "tombstone_grace" => self.tombstone_grace.as_ref(),
@@ -397,6 +404,7 @@ impl Config {
             r: 2,
             vnodes: 128,
             conflict_mode: ConflictMode::Causal,
+            max_clock_skew: crate::replica::DEFAULT_MAX_CLOCK_SKEW,
             max_value_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
             tombstone_grace: Duration::from_secs(10 * 86400),
@@ -485,6 +493,9 @@ impl Config {
                 "lww" => ConflictMode::Lww,
                 _ => return Err(invalid("conflict_mode", v, "expected `causal` or `lww`")),
             };
+        }
+        if let Some(v) = get("max_clock_skew") {
+            c.max_clock_skew = parse_duration("max_clock_skew", v)?;
         }
         if let Some(v) = get("max_value_bytes") {
             c.max_value_bytes = parse_num("max_value_bytes", v)?;
@@ -591,6 +602,16 @@ impl Config {
                 "must be between 1 and 67108864 (64 MiB)",
             ));
         }
+        // A restart moves an LWW node's clock up to MARGIN_MS ahead
+        // (`version::Hlc`); peers must not refuse it for that.
+        let min_skew = Duration::from_millis(2 * crate::version::HLC_MARGIN_MS);
+        if self.max_clock_skew < min_skew {
+            return Err(invalid(
+                "max_clock_skew",
+                humantime::format_duration(self.max_clock_skew).to_string(),
+                format!("must be at least {}", humantime::format_duration(min_skew)),
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "0s", "must be positive"));
         }
@@ -667,6 +688,8 @@ mod tests {
             (vec![("conflict_mode", "newest")], "conflict_mode"),
             (vec![("request_timeout", "soon")], "request_timeout"),
             (vec![("sync", "sometimes")], "sync"),
+            (vec![("max_clock_skew", "500ms")], "max_clock_skew"),
+            (vec![("max_clock_skew", "a while")], "max_clock_skew"),
             (vec![("node_id", "a b")], "node_id"),
             (vec![("seeds", "host-without-port")], "seeds"),
             (vec![("listen_http", "nowhere")], "listen_http"),

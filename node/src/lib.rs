@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+mod durable;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub repair_last_completed_seconds: Gauge,
     pub stream_keys: Counter,
     pub stream_bytes: Counter,
+    pub clock_skew_refused: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,6 +134,12 @@ impl Metrics {
             "sloppy_writes",
             "Writes coordinated by a non-replica because no replica was reachable",
             sloppy_writes.clone(),
+        );
+        let clock_skew_refused = Counter::default();
+        registry.register(
+            "clock_skew_refused",
+            "LWW records refused because their clock ran more than max_clock_skew ahead",
+            clock_skew_refused.clone(),
         );
         let hints_stored = Counter::default();
         registry.register(
@@ -237,6 +244,7 @@ impl Metrics {
             repair_last_completed_seconds,
             stream_keys,
             stream_bytes,
+            clock_skew_refused,
         }
     }
 

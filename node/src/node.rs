@@ -174,11 +174,17 @@ impl RunningNode {
             (Some(_), Some(s)) => s,
             (Some(_), None) => NodeState::Normal,
         };
+        // Never below an earlier run's, whatever the clock says now.
+        let generation = crate::membership::generation::next_generation(&config.data_dir, now_ms())
+            .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let info = pb::MemberInfo {
             node_id: config.node_id.clone(),
             zone: config.zone.clone(),
             state: initial.to_proto() as i32,
-            generation: now_ms(),
+            generation,
             tokens: persisted.clone().unwrap_or_default(),
             internode_addr: adv(internode_a),
             client_grpc_addr: adv(grpc_a),
@@ -269,13 +275,19 @@ impl RunningNode {
         if writer != config.node_id {
             tracing::info!(%writer, "the last stop was not clean: minting versions under a new writer id");
         }
-        let replica = Arc::new(Replica::new(
-            &config.node_id,
-            &writer,
-            store,
-            hints,
-            metrics.clone(),
-        ));
+        // LWW timestamps never go back across restarts (`version::hlc`).
+        let hlc = match config.conflict_mode {
+            crate::config::ConflictMode::Lww => {
+                let path = config.data_dir.join(HLC_FILE);
+                crate::version::Hlc::persistent(&path, Arc::new(ringkv_engine::SystemClock))
+                    .map_err(|source| NodeError::DataDir { path, source })?
+            }
+            crate::config::ConflictMode::Causal => crate::version::Hlc::new(),
+        };
+        let replica = Arc::new(
+            Replica::new(&config.node_id, &writer, store, hints, metrics.clone())
+                .with_clock(hlc, config.max_clock_skew),
+        );
         let topology = Arc::new(SharedTopology::default());
         topology.set(Topology::new(membership.view()));
         let coordinator = Arc::new(Coordinator::new(
@@ -496,6 +508,9 @@ impl RunningNode {
 
 /// Where a node publishes its bound addresses (for `ringkv local` and tests).
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// The persisted ceiling of the hybrid logical clock (LWW mode).
+const HLC_FILE: &str = "hlc_ceiling";
 
 fn write_endpoints(config: &Config, addrs: &BoundAddrs) {
     let body = serde_json::json!({

@@ -88,6 +88,11 @@ impl Internode for InternodeService {
                     continue;
                 }
             };
+            // A clock-skewed record fails alone, not the whole batch.
+            if let Err(e) = self.state.replica.admit(&rec) {
+                errors[i] = e.to_string();
+                continue;
+            }
             if w.hint_for.is_empty() {
                 batch.push((w.key, rec));
                 batch_at.push(i);

@@ -6,6 +6,7 @@
 //! that fills them ([`gossip`]: chitchat's Scuttlebutt gossip with a
 //! phi-accrual failure detector).
 
+pub mod generation;
 mod gossip;
 
 pub use gossip::{GossipOptions, Membership, MembershipError};

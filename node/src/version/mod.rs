@@ -8,7 +8,7 @@ mod record;
 
 pub use context::{ContextError, VersionVector};
 pub use dvv::{DvvSet, Entry};
-pub use hlc::Hlc;
+pub use hlc::{Hlc, MARGIN_MS as HLC_MARGIN_MS};
 pub use record::{LwwValue, Record, Value};
 
 #[cfg(test)]
