@@ -303,7 +303,10 @@ async fn an_lww_node_restarted_with_its_clock_set_back_still_wins_over_its_earli
     let mut c1 = Client::connect(&eps[1].grpc).await.unwrap();
     let mut lost = Vec::new();
     for k in 0..50 {
-        let got = c1.get_with(format!("k{k}"), "all").await.unwrap_or_else(|e| panic!("read k{k}: {e}"));
+        let got = c1
+            .get_with(format!("k{k}"), "all")
+            .await
+            .unwrap_or_else(|e| panic!("read k{k}: {e}"));
         if got.value().map(|v| v.as_ref()) != Some(b"new".as_slice()) {
             lost.push(k);
         }
