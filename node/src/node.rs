@@ -362,6 +362,7 @@ impl RunningNode {
         };
 
         let internode = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::internode_span(&config.node_id))
             .add_service(
                 pb::internode_server::InternodeServer::new(InternodeService {
                     state: state.clone(),
@@ -388,6 +389,7 @@ impl RunningNode {
             .build_v1alpha()
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::request_span(&config.node_id))
             .add_service(
                 pb::key_value_server::KeyValueServer::new(KeyValueService {
                     state: state.clone(),
@@ -408,8 +410,12 @@ impl RunningNode {
         let http_l = http_l.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let http = axum::serve(http_l, crate::api::http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx));
+        let router =
+            crate::api::http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::<str>::from(config.node_id.as_str()),
+                crate::telemetry::http_span,
+            ));
+        let http = axum::serve(http_l, router).with_graceful_shutdown(stopped(stop_rx));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http.await {
                 tracing::error!(error = %e, "HTTP server failed");
