@@ -199,6 +199,10 @@ struct Recovered {
     next_file: u64,
     last_seq: u64,
     obsolete: Vec<PathBuf>,
+    /// What the logs held that no table has, with the logs kept for it
+    /// (its `wal_number` is the first of them): a restart writes no table,
+    /// so it needs next to no free space.
+    unflushed: Option<Memtable>,
 }
 
 fn parse_number(name: &str, suffix: &str) -> Option<u64> {
@@ -363,8 +367,16 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     // Replay logs the manifest has not yet seen flushed, oldest first.
     wals.sort_unstable();
     let live: Vec<u64> = wals.iter().copied().filter(|&n| n >= log_number).collect();
-    obsolete.extend(wals.iter().map(|&n| dir.join(wal_name(n))));
-    let mut mem = Memtable::new(0);
+    obsolete.extend(
+        wals.iter()
+            .filter(|&&n| n < log_number)
+            .map(|&n| dir.join(wal_name(n))),
+    );
+    // Kept in memory (with its logs) up to what a running database may
+    // hold in memtables; beyond that, written to level 0 as it is replayed.
+    let keep = opts.memtable_bytes * (1 + opts.max_immutable_memtables);
+    let mut flushed_any = false;
+    let mut mem = Memtable::new(live.first().copied().unwrap_or(0));
     let flush = |mem: &Memtable,
                  files: &mut Vec<(usize, Arc<TableFile>)>,
                  next_file: &mut u64|
@@ -392,20 +404,43 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 .ok_or_else(|| Error::corruption(&path, off, "undecodable log record"))?;
             let count = insert_ops(&mem, g.first_seq, g.write_time, g.ops.into_iter());
             last_seq = last_seq.max(g.first_seq + count.saturating_sub(1));
-            if mem.size() >= opts.memtable_bytes {
+            if mem.size() >= keep {
                 flush(&mem, &mut files, &mut next_file)?;
                 mem = Memtable::new(0);
+                flushed_any = true;
             }
         }
+        // The next log starts after this one's last complete record: cut a
+        // torn tail off (which needs no space), or recovery would later see
+        // damage in a log that is not the newest.
+        if i + 1 == live.len() && (contents.valid_end as usize) < contents.data.len() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .ctx(&path)?;
+            f.set_len(contents.valid_end).ctx(&path)?;
+            f.sync_all().ctx(&path)?;
+        }
     }
-    if !mem.is_empty() {
-        flush(&mem, &mut files, &mut next_file)?;
-    }
+    let unflushed = if flushed_any {
+        // Part of it is in tables already: write the rest, retire every log.
+        if !mem.is_empty() {
+            flush(&mem, &mut files, &mut next_file)?;
+        }
+        obsolete.extend(live.iter().map(|&n| dir.join(wal_name(n))));
+        None
+    } else if mem.is_empty() {
+        obsolete.extend(live.iter().map(|&n| dir.join(wal_name(n))));
+        None
+    } else {
+        Some(mem)
+    };
     Ok(Recovered {
         files,
         next_file,
         last_seq,
         obsolete,
+        unflushed,
     })
 }
 
@@ -436,12 +471,17 @@ impl Db {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(lock_path, e)),
         }
 
-        let rec = recover(&dir, &opts)?;
+        let mut rec = recover(&dir, &opts)?;
         let mut next_file = rec.next_file;
         let wal_number = next_file;
         let manifest_number = next_file + 1;
         next_file += 2;
         let wal = LogWriter::create(&dir.join(wal_name(wal_number)))?;
+        // Logs still holding what no table has stay live (first one on).
+        let mem = match rec.unflushed.take() {
+            Some(m) => Arc::new(m),
+            None => Arc::new(Memtable::new(wal_number)),
+        };
         let version = Version::default().apply(
             &VersionEdit {
                 added: rec
@@ -460,7 +500,7 @@ impl Db {
             &dir,
             manifest_number,
             &version,
-            wal_number,
+            mem.wal_number,
             next_file,
             rec.last_seq,
         )?;
@@ -469,7 +509,6 @@ impl Db {
         }
         sync_dir(&dir)?;
 
-        let mem = Arc::new(Memtable::new(wal_number));
         let version = Arc::new(version);
         let sv = SuperVersion {
             mem: Arc::clone(&mem),
