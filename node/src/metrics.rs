@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// get | put | delete
     pub op: &'static str,
-    /// one | quorum | all | <n> | default | invalid (a closed set)
+    /// one | quorum | all | 0..9 | 10+ | default | invalid (a closed set)
     pub consistency: &'static str,
     /// ok | not_found | invalid | quorum_failed | unavailable | error
     pub outcome: &'static str,
@@ -21,6 +21,16 @@ pub struct RequestLabels {
 pub struct OpLabels {
     pub op: &'static str,
     pub consistency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabel {
+    pub level: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,7 +49,9 @@ pub struct Metrics {
     pub read_repairs: Counter,
     pub speculative_reads: Counter,
     pub forwarded_writes: Counter,
+    pub late_forwards_refused: Counter,
     pub internode_errors: Counter,
+    pub peers_suspected: Counter,
     pub members_alive: Gauge,
     pub members_total: Gauge,
     pub sloppy_writes: Counter,
@@ -57,6 +69,25 @@ pub struct Metrics {
     pub stream_keys: Counter,
     pub stream_bytes: Counter,
     pub clock_skew_refused: Counter,
+    pub undecodable_records: Counter,
+    pub gossip_dropped: Family<ReasonLabel, Counter>,
+    pub gossip_accepted: Counter,
+    pub gossip_implausible: Gauge,
+    engine: EngineMetrics,
+}
+
+/// The storage engine's state, refreshed from `Db::stats` at each scrape.
+#[derive(Debug, Default)]
+struct EngineMetrics {
+    level_files: Family<LevelLabel, Gauge>,
+    compaction_pending_bytes: Gauge,
+    memtable_bytes: Gauge,
+    block_cache_bytes: Gauge,
+    write_groups: Counter,
+    write_stalls: Counter,
+    bytes_written: Counter,
+    /// Engine totals already added to the counters above.
+    seen: parking_lot::Mutex<(u64, u64, u64)>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -80,6 +111,12 @@ impl Metrics {
         let quorum_failures = Family::<OnlyOp, Counter>::default();
         let read_repairs = Counter::default();
         let forwarded_writes = Counter::default();
+        let late_forwards_refused = Counter::default();
+        registry.register(
+            "late_forwards_refused",
+            "Forwarded writes that arrived after their sender's deadline (not applied)",
+            late_forwards_refused.clone(),
+        );
         let speculative_reads = Counter::default();
         registry.register(
             "speculative_reads",
@@ -87,6 +124,12 @@ impl Metrics {
             speculative_reads.clone(),
         );
         let internode_errors = Counter::default();
+        let peers_suspected = Counter::default();
+        registry.register(
+            "peers_suspected",
+            "Times a peer's requests kept failing and requests were routed around it (circuit breaker)",
+            peers_suspected.clone(),
+        );
         let members_alive = Gauge::default();
         let members_total = Gauge::default();
         registry.register(
@@ -219,7 +262,68 @@ impl Metrics {
             "Record bytes streamed for join and decommission",
             stream_bytes.clone(),
         );
+        let undecodable_records = Counter::default();
+        registry.register(
+            "undecodable_records",
+            "Stored records that did not decode: skipped by reads, repair and streaming (see the log)",
+            undecodable_records.clone(),
+        );
+        let gossip_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped before decoding, by reason",
+            gossip_dropped.clone(),
+        );
+        let gossip_accepted = Counter::default();
+        registry.register(
+            "gossip_accepted",
+            "Gossip datagrams that passed every check and were decoded",
+            gossip_accepted.clone(),
+        );
+        let gossip_implausible = Gauge::default();
+        registry.register(
+            "gossip_implausible_incarnations",
+            "Incarnations gossip names with a start time too far in the future (ignored)",
+            gossip_implausible.clone(),
+        );
+        let engine = EngineMetrics::default();
+        registry.register(
+            "engine_level_files",
+            "SSTables per level of the storage engine",
+            engine.level_files.clone(),
+        );
+        registry.register(
+            "engine_compaction_pending_bytes",
+            "Bytes above the levels' size targets: compaction backlog",
+            engine.compaction_pending_bytes.clone(),
+        );
+        registry.register(
+            "engine_memtable_bytes",
+            "Bytes in memtables (active and waiting to flush)",
+            engine.memtable_bytes.clone(),
+        );
+        registry.register(
+            "engine_block_cache_bytes",
+            "Bytes held by the block cache",
+            engine.block_cache_bytes.clone(),
+        );
+        registry.register(
+            "engine_write_groups",
+            "WAL records written (one fsync each under sync=always); writes / groups is the group-commit batch size",
+            engine.write_groups.clone(),
+        );
+        registry.register(
+            "engine_write_stalls",
+            "Times writes waited for flush or compaction to catch up",
+            engine.write_stalls.clone(),
+        );
+        registry.register(
+            "engine_bytes_written",
+            "Bytes the engine wrote to disk (WAL, flushes, compactions, manifest)",
+            engine.bytes_written.clone(),
+        );
         Metrics {
+            engine,
             registry,
             requests,
             latency,
@@ -227,7 +331,9 @@ impl Metrics {
             read_repairs,
             speculative_reads,
             forwarded_writes,
+            late_forwards_refused,
             internode_errors,
+            peers_suspected,
             members_alive,
             members_total,
             sloppy_writes,
@@ -245,7 +351,43 @@ impl Metrics {
             stream_keys,
             stream_bytes,
             clock_skew_refused,
+            undecodable_records,
+            gossip_dropped,
+            gossip_accepted,
+            gossip_implausible,
         }
+    }
+
+    /// Refreshes the engine metrics from its counters.
+    pub fn observe_engine(&self, st: &ringkv_engine::Stats) {
+        const LEVELS: [&str; 8] = ["0", "1", "2", "3", "4", "5", "6", "7"];
+        let e = &self.engine;
+        for (i, files) in st.level_files.iter().enumerate() {
+            if let Some(level) = LEVELS.get(i) {
+                e.level_files
+                    .get_or_create(&LevelLabel { level })
+                    .set(*files as i64);
+            }
+        }
+        e.compaction_pending_bytes
+            .set(st.compaction_pending_bytes as i64);
+        e.memtable_bytes.set(st.memtable_bytes as i64);
+        e.block_cache_bytes.set(st.block_cache_bytes as i64);
+        let written = st.wal_bytes_written
+            + st.flush_bytes_written
+            + st.compaction_bytes_written
+            + st.manifest_bytes_written;
+        let mut seen = e.seen.lock();
+        e.write_groups
+            .inc_by(st.write_groups.saturating_sub(seen.0));
+        e.write_stalls
+            .inc_by(st.write_stalls.saturating_sub(seen.1));
+        e.bytes_written.inc_by(written.saturating_sub(seen.2));
+        *seen = (
+            seen.0.max(st.write_groups),
+            seen.1.max(st.write_stalls),
+            seen.2.max(written),
+        );
     }
 
     /// The text exposition format.
@@ -255,5 +397,38 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_totals_become_counters_that_only_grow() {
+        let m = Metrics::new();
+        let mut st = ringkv_engine::Stats {
+            level_files: vec![3, 1],
+            write_groups: 10,
+            compaction_pending_bytes: 5,
+            ..Default::default()
+        };
+        m.observe_engine(&st);
+        st.write_groups = 25;
+        m.observe_engine(&st);
+        m.observe_engine(&st);
+        let text = m.encode();
+        assert!(
+            text.contains("ringkv_engine_write_groups_total 25"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringkv_engine_level_files{level=\"0\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringkv_engine_compaction_pending_bytes 5"),
+            "{text}"
+        );
     }
 }

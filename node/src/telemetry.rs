@@ -74,7 +74,11 @@ impl Telemetry {
 pub fn init() -> Telemetry {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // Chitchat warns on every payload it cannot decode; the gossip
+            // guard already counts and logs those, rate-limited.
+            EnvFilter::new("info,chitchat::transport::udp=error")
+        }));
     let provider = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         match otlp_provider() {
             Ok(p) => Some(p),

@@ -87,6 +87,7 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
             ttl_ms: 0,
             w: String::new(),
             hops: 2,
+            deadline_unix_ms: 0,
         })
         .await
         .expect("a write at the hop limit is coordinated, not refused")
@@ -109,6 +110,47 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
             .metrics
             .encode()
             .contains("ringkv_sloppy_writes_total 1")
+    );
+
+    // A forward that arrives after its sender's deadline (held up in the
+    // network while the sender gave up and went on) is refused, and changes
+    // nothing: run late, it would mint a new version of an old write.
+    let replica = c.index_of(&c.replicas(key.as_bytes())[0]);
+    let mut at_replica = ringkv_proto::v1::internode_client::InternodeClient::connect(format!(
+        "http://{}",
+        c.nodes[replica].addrs.internode
+    ))
+    .await
+    .unwrap();
+    let before = get(&mut kv, &key).await;
+    let late = at_replica
+        .coordinate_write(pb::CoordinateWriteRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: Some(b"late".to_vec().into()),
+            context: String::new(),
+            ttl_ms: 0,
+            w: String::new(),
+            hops: 1,
+            deadline_unix_ms: ringkv_node::coordinator::now_ms() - 1_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late}");
+    let after = kv
+        .get(pb::GetRequest {
+            key: key.as_bytes().to_vec().into(),
+            r: "all".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(values(&after), values(&before));
+    assert_eq!(after.context, before.context, "nothing was minted");
+    assert!(
+        c.nodes[replica]
+            .metrics
+            .encode()
+            .contains("ringkv_late_forwards_refused_total 1")
     );
     c.stop().await;
     latest_write_is_always_read(5).await;

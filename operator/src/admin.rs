@@ -12,9 +12,9 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::builders::PORT_INTERNODE;
+use crate::build::PORT_INTERNODE;
 use crate::names;
-use crate::ring::{DecommissionReport, NodeReport};
+use crate::observe::{DecommissionReport, NodeReport};
 
 /// Which node to call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub type Resolver = Arc<dyn Fn(&NodeAddr) -> String + Send + Sync>;
 
 /// Errors from an Admin call, typed so the planner can tell "try later" from "refused".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdminError {
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: String, reason: String },
@@ -109,13 +110,14 @@ impl std::fmt::Debug for AdminPool {
 }
 
 impl AdminPool {
-    /// Nodes reached through their stable DNS name on the peer Service (in-cluster).
-    pub fn in_cluster(timeout: Duration) -> Self {
+    /// Nodes reached through their stable DNS name on the peer Service
+    /// (in-cluster); `cluster_domain` is the Kubernetes cluster's DNS domain.
+    pub fn in_cluster(timeout: Duration, cluster_domain: String) -> Self {
         Self::with_resolver(
-            Arc::new(|a: &NodeAddr| {
+            Arc::new(move |a: &NodeAddr| {
                 format!(
                     "{}:{PORT_INTERNODE}",
-                    names::pod_dns(&a.cluster, &a.namespace, &a.pod)
+                    names::pod_dns(&a.cluster, &a.namespace, &a.pod, &cluster_domain)
                 )
             }),
             timeout,
@@ -210,7 +212,7 @@ impl AdminPool {
             .as_ref()
             .map(DecommissionReport::from)
             .unwrap_or(DecommissionReport {
-                phase: crate::ring::DecommissionPhase::Unknown,
+                phase: crate::observe::DecommissionPhase::Unknown,
                 ranges_total: 0,
                 ranges_done: 0,
                 keys_streamed: 0,
@@ -299,10 +301,15 @@ mod tests {
 
     #[test]
     fn in_cluster_resolver_uses_the_pod_dns_name() {
-        let pool = AdminPool::in_cluster(Duration::from_secs(1));
+        let pool = AdminPool::in_cluster(Duration::from_secs(1), "cluster.local".into());
         assert_eq!(
             (pool.resolver)(&addr("kv-zone-a-0")),
             "kv-zone-a-0.kv-peers.db.svc.cluster.local:7001"
+        );
+        let pool = AdminPool::in_cluster(Duration::from_secs(1), "corp.example".into());
+        assert_eq!(
+            (pool.resolver)(&addr("kv-zone-a-0")),
+            "kv-zone-a-0.kv-peers.db.svc.corp.example:7001"
         );
     }
 }

@@ -1,35 +1,38 @@
-//! The reconcile loop: observe (StatefulSets, node Admin status), plan (pure,
-//! see [`crate::planner`]), act (server-side apply, one Admin call), report
-//! (status, events).
+//! The reconcile loop: observe ([`crate::observe`]), plan (pure, see
+//! [`crate::planner`]), act ([`crate::act`]: Kubernetes writes, one Admin
+//! call), report (status and events from the outcome, see [`crate::status`]).
+//!
+//! The runtime wakes a cluster for a change of its spec or annotations
+//! (generation / annotation predicate: the operator's own status writes do
+//! not), for a change of an object it owns, and on the requeue timer the plan
+//! asks for — which is how progress (a decommission streaming, a node joining)
+//! is polled.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::admin::{AdminPool, NodeAddr};
-use crate::builders::{self, BuildContext, BuildError};
-use crate::crd::{FINALIZER, KVCluster, KVClusterStatus};
-use crate::metrics::{AdminLabels, ErrorLabels, Metrics, ResultLabels, StepLabels};
+use crate::admin::AdminPool;
+use crate::build::{BuildContext, BuildError};
+use crate::crd::{KVCluster, KVClusterStatus, LEGACY_FINALIZER};
+use crate::metrics::{ErrorLabels, Metrics, ResultLabels};
 use crate::names;
-use crate::planner::{self, AdminCall, PlanInput, Related, StsObservation};
-use crate::ring::NodeObservation;
-use crate::status::{self, StatusInput};
+use crate::planner::{self, Desired, Related};
+use crate::status::{self, Outcome};
 
 /// Errors of one reconciliation. Each is retried with back-off by the controller.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -41,6 +44,8 @@ pub enum Error {
     TlsSecret { secret: String, reason: String },
     #[error("encoding an object: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("{kind} {name} exists and is not owned by this KVCluster; refusing to take it over")]
+    NotOwned { kind: String, name: String },
 }
 
 impl Error {
@@ -51,6 +56,7 @@ impl Error {
             Self::NoNamespace(_) => "no_namespace",
             Self::TlsSecret { .. } => "tls_secret",
             Self::Encode(_) => "encode",
+            Self::NotOwned { .. } => "not_owned",
         }
     }
 }
@@ -58,10 +64,12 @@ impl Error {
 /// Operator settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Node image for clusters that do not pin one.
+    /// Node image for clusters created without `spec.image`.
     pub default_image: String,
     /// Field manager of every server-side apply.
     pub field_manager: String,
+    /// DNS domain of the Kubernetes cluster.
+    pub cluster_domain: String,
 }
 
 impl Default for Settings {
@@ -69,6 +77,7 @@ impl Default for Settings {
         Self {
             default_image: format!("ghcr.io/ringkv/ringkv:{}", env!("CARGO_PKG_VERSION")),
             field_manager: names::MANAGER.into(),
+            cluster_domain: names::DEFAULT_CLUSTER_DOMAIN.into(),
         }
     }
 }
@@ -139,165 +148,77 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
     let ns = kvc
         .namespace()
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
-    let client = ctx.client.clone();
-    let kvcs: Api<KVCluster> = Api::namespaced(client.clone(), &ns);
-    let deleting = kvc.metadata.deletion_timestamp.is_some();
-    let finalizers = kvc.finalizers().to_vec();
-    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
-    if deleting && !has_finalizer {
-        return Ok(Action::await_change());
-    }
-    if !has_finalizer {
-        // Added before anything is created, so deletion always passes through us.
-        let mut list = finalizers;
-        list.push(FINALIZER.to_string());
+    let kvcs: Api<KVCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if kvc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        // Left by an older operator: a finalizer only hangs deletion once the
+        // operator is gone, and nothing needs it (owner references and each
+        // pod's preStop drain stop a deleted cluster in order).
+        let list: Vec<_> = kvc
+            .finalizers()
+            .iter()
+            .filter(|f| *f != LEGACY_FINALIZER)
+            .cloned()
+            .collect();
         let patch = serde_json::json!({
             "metadata": { "finalizers": list, "resourceVersion": kvc.resource_version() }
         });
         kvcs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        info!("removed the legacy finalizer {LEGACY_FINALIZER}");
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
+    if kvc.metadata.deletion_timestamp.is_some() {
+        // Garbage collection deletes what the cluster owns.
+        let zones: Vec<String> = kvc.spec.zones.iter().map(|z| z.name.clone()).collect();
+        ctx.metrics.forget_cluster(&ns, &name, &zones);
+        return Ok(Action::await_change());
+    }
 
-    let now = (ctx.clock)();
-    let build = BuildContext::new(kvc, &ctx.settings.default_image);
-    let spec = &kvc.spec;
     let prev = kvc.status.clone().unwrap_or_default();
-
-    // Observe.
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let mut zones = Vec::with_capacity(spec.zones.len());
-    let mut desired_hashes = Vec::with_capacity(spec.zones.len());
-    for (i, z) in spec.zones.iter().enumerate() {
-        let sts = sts_api.get_opt(&names::statefulset(&name, &z.name)).await?;
-        zones.push(sts.as_ref().map(StsObservation::from_statefulset));
-        desired_hashes.push(builders::desired_template_hash(&build, i).unwrap_or_default());
-    }
-    let tls_ca = match &spec.tls {
-        Some(tls) if !deleting => Some(read_ca(&client, &ns, &tls.secret_name).await?),
-        _ => None,
+    let mut obs = crate::act::observe(ctx, kvc, &ns).await?;
+    let image = planner::resolve_image(&kvc.spec, &prev, &obs.zones, &ctx.settings.default_image);
+    let build = BuildContext::new(kvc, &image, &ctx.settings.cluster_domain);
+    let desired = Desired {
+        template_hashes: (0..kvc.spec.zones.len())
+            .map(|i| crate::build::desired_template_hash(&build, i).unwrap_or_default())
+            .collect(),
+        image: image.clone(),
+        config_map: names::config_map(&name, &crate::build::config_hash(&build)),
     };
-    let addr = |pod: &str| NodeAddr {
-        namespace: ns.clone(),
-        cluster: name.clone(),
-        pod: pod.to_string(),
-        tls_ca: tls_ca.clone(),
-    };
-    let mut pods: Vec<String> = spec
-        .zones
-        .iter()
-        .zip(&zones)
-        .flat_map(|(z, s)| {
-            let n = s.as_ref().map_or(0, |s| s.replicas.max(s.status_replicas));
-            (0..n)
-                .map(|o| names::pod(&name, &z.name, o))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if deleting {
-        pods.clear();
-    }
-    let nodes = observe_nodes(ctx, &pods, &addr).await;
+    obs.nodes = crate::act::observe_nodes(ctx, kvc, &ns, &obs).await?;
 
-    // Plan.
-    let created_unix_ms = kvc
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(now, crate::time::to_unix_ms);
-    let input = PlanInput {
-        name: &name,
-        spec,
-        status: &prev,
-        deleting,
-        created_unix_ms,
-        now_unix_ms: now,
-        desired_hashes,
-        zones: zones.clone(),
-        nodes: nodes.clone(),
-    };
-    let mut plan = planner::plan(&input);
-    info!(activity = ?plan.activity, admin = ?plan.admin, "planned");
+    let plan = planner::plan(&kvc.spec, &prev, &obs, &desired);
+    info!(activity = ?plan.activity, admin = ?plan.admin, kube = ?plan.kube, "planned");
+    let mut outcome = Outcome::new(plan, image.clone());
+    let failed = crate::act::act(ctx, kvc, &ns, &build, &mut outcome).await;
 
-    // Act: objects first (a decommission never lowers replicas in the same plan).
-    let pp = PatchParams::apply(&ctx.settings.field_manager).force();
-    if let Some(scales) = &plan.scales {
-        if !deleting {
-            apply(&client, &ns, &pp, &builders::service_account(&build)?).await?;
-            apply(&client, &ns, &pp, &builders::config_map(&build)?).await?;
-            apply(&client, &ns, &pp, &builders::peer_service(&build)?).await?;
-            apply(&client, &ns, &pp, &builders::client_service(&build)?).await?;
-            apply(&client, &ns, &pp, &builders::pdb(&build)?).await?;
-        }
-        for (i, scale) in scales.iter().enumerate() {
-            if let Some(scale) = scale {
-                let desired = builders::statefulset(&build, i, *scale)?;
-                if deleting {
-                    // Only scale down: the template does not matter any more.
-                    let patch = serde_json::json!({"spec": {"replicas": scale.replicas}});
-                    sts_api
-                        .patch(
-                            &names::statefulset(&name, &spec.zones[i].name),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .await?;
-                } else {
-                    apply(&client, &ns, &pp, &desired).await?;
-                }
-            }
-        }
-    }
-    match plan.admin.clone() {
-        Some(AdminCall::Decommission { node, .. }) => {
-            let res = ctx.admin.decommission(&addr(&node)).await;
-            count_admin(ctx, "decommission", res.is_ok());
-            ctx.metrics
-                .steps
-                .get_or_create(&StepLabels {
-                    step: "decommission",
-                })
-                .inc();
-            status::record_decommission(&mut plan, res);
-        }
-        Some(AdminCall::Repair { node, .. }) => {
-            let res = ctx.admin.repair(&addr(&node)).await;
-            count_admin(ctx, "repair", res.is_ok());
-            ctx.metrics
-                .steps
-                .get_or_create(&StepLabels { step: "repair" })
-                .inc();
-            status::record_repair(&mut plan, res);
-        }
-        None => {}
-    }
-
-    // Report.
-    let new_status = status::build_status(&StatusInput {
-        name: &name,
-        spec,
-        prev: &prev,
-        generation: kvc.metadata.generation.unwrap_or(0),
-        now_ms: now,
-        zones: &zones,
-        nodes: &nodes,
-        plan: &plan,
-    });
-    if new_status != prev && !plan.remove_finalizer {
+    let (new_status, events) = status::report(&kvc.spec, &prev, &obs, &outcome);
+    if new_status != prev {
         patch_status(&kvcs, &name, &ctx.settings.field_manager, &new_status).await?;
     }
+    ctx.metrics
+        .record_cluster(&ns, &name, &kvc.spec, &new_status, &obs);
+    publish(ctx, kvc, &ns, &events).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(Action::requeue(status::requeue(&outcome)))
+}
+
+async fn publish(ctx: &Context, kvc: &KVCluster, ns: &str, events: &[planner::PlannedEvent]) {
     let reference = kvc.object_ref(&());
-    for e in &plan.events {
+    for e in events {
         let secondary = e.related.as_ref().map(|r| {
             let (api_version, kind, name) = match r {
                 Related::Pod(n) => ("v1", "Pod", n),
                 Related::StatefulSet(n) => ("apps/v1", "StatefulSet", n),
+                Related::PersistentVolumeClaim(n) => ("v1", "PersistentVolumeClaim", n),
             };
             ObjectReference {
                 api_version: Some(api_version.into()),
                 kind: Some(kind.into()),
                 name: Some(name.clone()),
-                namespace: Some(ns.clone()),
+                namespace: Some(ns.to_string()),
                 ..ObjectReference::default()
             }
         });
@@ -318,82 +239,6 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
         }
         info!(reason = e.reason, message = %e.message, "event");
     }
-    if plan.remove_finalizer {
-        let list: Vec<_> = kvc
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        let patch = serde_json::json!({
-            "metadata": { "finalizers": list, "resourceVersion": kvc.resource_version() }
-        });
-        kvcs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        return Ok(Action::await_change());
-    }
-    Ok(Action::requeue(plan.requeue))
-}
-
-fn count_admin(ctx: &Context, call: &'static str, ok: bool) {
-    let result = if ok { "ok" } else { "error" };
-    ctx.metrics
-        .admin_calls
-        .get_or_create(&AdminLabels { call, result })
-        .inc();
-}
-
-/// Asks every expected node for its status, concurrently (each call has its own timeout).
-async fn observe_nodes(
-    ctx: &Context,
-    pods: &[String],
-    addr: &impl Fn(&str) -> NodeAddr,
-) -> BTreeMap<String, NodeObservation> {
-    let calls = pods.iter().map(|pod| {
-        let a = addr(pod);
-        async move {
-            let obs = match ctx.admin.status(&a).await {
-                Ok(r) => NodeObservation::Report(r),
-                Err(e) => NodeObservation::Unreachable(e.to_string()),
-            };
-            (a.pod, obs)
-        }
-    });
-    let out: BTreeMap<_, _> = futures::future::join_all(calls).await.into_iter().collect();
-    for obs in out.values() {
-        count_admin(ctx, "status", obs.report().is_some());
-    }
-    out
-}
-
-async fn read_ca(client: &Client, ns: &str, secret: &str) -> Result<Arc<Vec<u8>>, Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let s = api.get_opt(secret).await?.ok_or_else(|| Error::TlsSecret {
-        secret: secret.into(),
-        reason: "not found".into(),
-    })?;
-    let ca = s
-        .data
-        .and_then(|d| d.get("ca.crt").cloned())
-        .ok_or_else(|| Error::TlsSecret {
-            secret: secret.into(),
-            reason: "has no ca.crt".into(),
-        })?;
-    Ok(Arc::new(ca.0))
-}
-
-async fn apply<K>(client: &Client, ns: &str, pp: &PatchParams, obj: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(&name, pp, &Patch::Apply(obj)).await?;
-    Ok(())
 }
 
 async fn patch_status(
@@ -438,7 +283,22 @@ pub async fn run(
         names::LABEL_MANAGED_BY,
         names::MANAGER
     ));
-    Controller::new(api::<KVCluster>(&client, ns), watcher::Config::default())
+    // The primary watch passes spec changes (generation, which the API server
+    // also bumps when deletion starts), annotation and finalizer changes — not
+    // the operator's own status writes, which would otherwise start the next
+    // reconcile at once.
+    let (reader, writer) = reflector::store();
+    let clusters = watcher(api::<KVCluster>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            (predicates::generation as fn(&KVCluster) -> Option<u64>)
+                .combine(predicates::annotations as fn(&KVCluster) -> Option<u64>)
+                .combine(predicates::finalizers as fn(&KVCluster) -> Option<u64>),
+            Default::default(),
+        );
+    Controller::for_stream(clusters, reader)
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())

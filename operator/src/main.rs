@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use ringkv_operator::admin::AdminPool;
 use ringkv_operator::controller::{self, Context, Settings};
-use ringkv_operator::leader::{self, LeaseConfig};
+use ringkv_operator::leader::{self, Elector, LeaseConfig};
 use ringkv_operator::metrics::Metrics;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -44,9 +44,14 @@ struct Args {
     /// Identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Lease validity without renewal.
+    /// How long a standby waits, from the last lease change it saw, before
+    /// taking over. The leader stops reconciling after failing to renew for
+    /// two thirds of it (client-go's 15 s / 10 s / 2 s).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+    /// DNS domain of the Kubernetes cluster (node addresses, seeds).
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
     /// Timeout of every node Admin call.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     admin_timeout: Duration,
@@ -86,17 +91,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("ringkv-operator-{}", std::process::id()))
     });
-    let lease_cfg = LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args.lease_namespace.clone(),
-        identity,
-        duration: args.lease_duration,
-        renew_every: args.lease_duration / 3,
-    };
+    let lease_cfg = LeaseConfig::new(
+        &args.lease_name,
+        &args.lease_namespace,
+        &identity,
+        args.lease_duration,
+    );
+    lease_cfg.validate()?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_cfg.namespace);
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut elector = Elector::new(lease_cfg.clone());
+    // Set when the lease is lost: the controller is dropped at once (in-flight
+    // reconciles are cancelled, not finished) and the process exits.
+    let lost = Arc::new(tokio::sync::Notify::new());
+    let lost_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if args.leader_election {
-        if !wait_for_leadership(&leases, &lease_cfg, stop_rx.clone()).await {
+        if !wait_for_leadership(&leases, &mut elector, stop_rx.clone()).await {
             info!("stopped before becoming leader");
             server.await??;
             return Ok(());
@@ -104,10 +113,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.leader.set(1);
         tokio::spawn(keep_leadership(
             leases.clone(),
-            lease_cfg.clone(),
-            stop_tx.clone(),
+            elector,
             stop_rx.clone(),
             lost.clone(),
+            lost_flag.clone(),
         ));
     } else {
         metrics.leader.set(1);
@@ -117,34 +126,50 @@ async fn run(args: Args) -> anyhow::Result<()> {
         default_image: args
             .default_image
             .unwrap_or_else(|| Settings::default().default_image),
+        cluster_domain: args.cluster_domain.clone(),
         ..Settings::default()
     };
     info!(image = %settings.default_image, namespace = ?args.namespace, "starting controller");
     let ctx = Arc::new(Context::new(
         client,
-        AdminPool::in_cluster(args.admin_timeout),
+        AdminPool::in_cluster(args.admin_timeout, args.cluster_domain.clone()),
         settings,
         metrics.clone(),
     ));
     let mut rx = stop_rx.clone();
-    controller::run(ctx, args.namespace, async move {
+    let running = controller::run(ctx, args.namespace, async move {
         let _ = rx.wait_for(|s| *s).await;
-    })
-    .await;
-    info!("controller stopped");
+    });
+    tokio::select! {
+        () = running => info!("controller stopped"),
+        () = lost.notified() => error!("lost the leader lease: stopped reconciling"),
+    }
     metrics.leader.set(0);
+    let was_lost = lost_flag.load(std::sync::atomic::Ordering::SeqCst);
     if args.leader_election
-        && !lost.load(std::sync::atomic::Ordering::SeqCst)
+        && !was_lost
         && let Err(e) = leader::release(&leases, &lease_cfg).await
     {
         warn!(error = %e, "could not release the lease");
     }
     let _ = stop_tx.send(true);
     server.await??;
-    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+    if was_lost {
         anyhow::bail!("lost the leader lease");
     }
     Ok(())
+}
+
+/// Milliseconds of the process's monotonic clock (leader election timing).
+fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 async fn signal_stop(stop: watch::Sender<bool>) {
@@ -174,56 +199,63 @@ async fn signal_stop(stop: watch::Sender<bool>) {
 
 async fn wait_for_leadership(
     leases: &Api<Lease>,
-    cfg: &LeaseConfig,
+    elector: &mut Elector,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
     loop {
-        match leader::try_acquire_or_renew(leases, cfg, k8s_openapi::jiff::Timestamp::now()).await {
+        match elector
+            .round(leases, mono_ms(), k8s_openapi::jiff::Timestamp::now())
+            .await
+        {
             Ok(true) => {
-                info!(identity = %cfg.identity, "became leader");
+                info!(identity = %elector.cfg.identity, "became leader");
                 return true;
             }
             Ok(false) => {}
             Err(e) => warn!(error = %e, "leader election round failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(cfg.renew_every) => {}
+            _ = tokio::time::sleep(elector.cfg.retry_period) => {}
             _ = stop.wait_for(|s| *s) => return false,
         }
     }
 }
 
-/// Renews the lease; when renewal fails for a whole lease duration another
-/// replica may already lead, so stop reconciling at once.
+/// Renews the lease every retry period. Another holder, or no successful
+/// renewal within the renew deadline (shorter than the lease duration a
+/// standby waits), ends leadership: reconciling stops before anyone else may
+/// start.
 async fn keep_leadership(
     leases: Api<Lease>,
-    cfg: LeaseConfig,
-    stop_tx: watch::Sender<bool>,
+    mut elector: Elector,
     mut stop: watch::Receiver<bool>,
-    lost: Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<tokio::sync::Notify>,
+    lost_flag: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(cfg.renew_every) => {}
+            _ = tokio::time::sleep(elector.cfg.retry_period) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match leader::try_acquire_or_renew(&leases, &cfg, k8s_openapi::jiff::Timestamp::now()).await
-        {
-            Ok(true) => last_ok = tokio::time::Instant::now(),
-            Ok(false) => {
+        let retry = elector.cfg.retry_period;
+        let round = elector.round(&leases, mono_ms(), k8s_openapi::jiff::Timestamp::now());
+        // A round may not outlast the deadline itself.
+        match tokio::time::timeout(retry, round).await {
+            Ok(Ok(true)) => continue,
+            Ok(Ok(false)) => {
                 error!("another replica took the lease");
                 break;
             }
-            Err(e) => warn!(error = %e, "renewing the lease failed"),
+            Ok(Err(e)) => warn!(error = %e, "renewing the lease failed"),
+            Err(_) => warn!("renewing the lease timed out"),
         }
-        if last_ok.elapsed() >= cfg.duration {
-            error!("could not renew the lease in time");
+        if elector.must_stop(mono_ms()) {
+            error!("could not renew the lease within the renew deadline");
             break;
         }
     }
-    lost.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = stop_tx.send(true);
+    lost_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    lost.notify_one();
 }
 
 async fn serve_http(

@@ -1,21 +1,53 @@
 //! Builds `KVCluster.status` (conditions in the metav1.Condition shape, phase,
-//! per-zone counts, ring members) from the plan and what was observed. Pure.
+//! per-zone counts, ring members) and the events of a reconcile from its
+//! [`Outcome`]: what was planned, what the Kubernetes writes and the Admin call
+//! answered, and what was observed. Pure.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::admin::AdminError;
+use crate::admin::{AdminError, RepairStarted};
 use crate::crd::{
     DecommissionProgress, KVClusterSpec, KVClusterStatus, MemberStatus, Phase, ZoneStatus,
 };
 use crate::names;
-use crate::planner::{Activity, Blocker, Plan, PlannedEvent, StsObservation};
-use crate::ring::{DecommissionPhase, DecommissionReport, NodeObservation, NodeState};
+use crate::observe::{DecommissionPhase, DecommissionReport, NodeObservation, NodeState, Observed};
+use crate::planner::{Activity, Blocker, Plan, PlannedEvent, REQUEUE_IDLE};
 
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+
+/// What a reconcile did: the plan and how its actions went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// The node image the cluster runs (recorded in `status.image`).
+    pub image: String,
+    /// The Admin call's answer, if one was made.
+    pub admin: Option<AdminResult>,
+    /// The first Kubernetes write that failed, with the API server's message
+    /// (nothing after it was attempted).
+    pub apply_error: Option<String>,
+}
+
+impl Outcome {
+    pub fn new(plan: Plan, image: String) -> Self {
+        Self {
+            plan,
+            image,
+            admin: None,
+            apply_error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum AdminResult {
+    Decommission(Result<DecommissionReport, AdminError>),
+    Repair(Result<RepairStarted, AdminError>),
+}
 
 /// A condition stamped `now_ms`; [`merge_conditions`] keeps the old transition
 /// time when the status did not change.
@@ -50,76 +82,180 @@ fn merge_conditions(prev: &[Condition], next: Vec<Condition>) -> Vec<Condition> 
         .collect()
 }
 
-/// Inputs of [`build_status`].
-pub struct StatusInput<'a> {
-    pub name: &'a str,
-    pub spec: &'a KVClusterSpec,
-    pub prev: &'a KVClusterStatus,
-    pub generation: i64,
-    pub now_ms: i64,
-    pub zones: &'a [Option<StsObservation>],
-    pub nodes: &'a BTreeMap<String, NodeObservation>,
-    pub plan: &'a Plan,
+/// The plan's progress records and events, with the Admin answer folded in.
+struct Resolved {
+    decommission: Option<DecommissionProgress>,
+    repair: Option<crate::crd::RepairProgress>,
+    blocker: Option<Blocker>,
+    events: Vec<PlannedEvent>,
 }
 
-pub fn build_status(i: &StatusInput) -> KVClusterStatus {
-    let spec = i.spec;
-    let plan = i.plan;
+fn resolve(prev: &KVClusterStatus, o: &Outcome) -> Resolved {
+    let plan = &o.plan;
+    let mut r = Resolved {
+        decommission: plan.decommission.clone(),
+        repair: plan.repair.clone(),
+        blocker: plan.blocker.clone(),
+        events: plan.events.clone(),
+    };
+    match (&o.admin, r.decommission.as_mut(), r.repair.as_mut()) {
+        (Some(AdminResult::Decommission(res)), Some(progress), _) => match res {
+            Ok(report) => {
+                let was = progress.phase.clone();
+                apply_report(progress, report);
+                if report.phase == DecommissionPhase::Failed
+                    && was != DecommissionPhase::Failed.as_str()
+                {
+                    r.events.push(
+                        PlannedEvent::warning(
+                            "DecommissionFailed",
+                            format!(
+                                "decommission of {} failed ({}); retrying",
+                                progress.node, report.error
+                            ),
+                        )
+                        .pod(&progress.node),
+                    );
+                } else if report.phase == DecommissionPhase::Streaming && progress.ranges_total > 0
+                {
+                    progress.message = Some(format!(
+                        "{}/{} ranges streamed, {} keys",
+                        progress.ranges_done, progress.ranges_total, progress.keys_streamed
+                    ));
+                }
+            }
+            Err(AdminError::FailedPrecondition { message, .. }) => {
+                progress.message = Some(message.clone());
+                let msg = format!("node {} refused to decommission: {message}", progress.node);
+                r.events.push(
+                    PlannedEvent::warning("DecommissionRefused", msg.clone()).pod(&progress.node),
+                );
+                r.blocker = Some(Blocker {
+                    reason: "DecommissionRefused",
+                    message: msg,
+                });
+            }
+            Err(e) => progress.message = Some(e.to_string()),
+        },
+        (Some(AdminResult::Repair(res)), _, Some(progress)) => match res {
+            Ok(started) => {
+                progress.repair_id = i64::try_from(started.repair_id).unwrap_or(i64::MAX)
+            }
+            Err(e) => r.events.push(
+                PlannedEvent::warning(
+                    "RepairRequestFailed",
+                    format!("could not start anti-entropy on {}: {e}", progress.node),
+                )
+                .pod(&progress.node),
+            ),
+        },
+        _ => {}
+    }
+    if let Some(err) = &o.apply_error
+        && !prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.reason == "ApplyFailed" && c.message == *err)
+    {
+        r.events
+            .push(PlannedEvent::warning("ApplyFailed", err.clone()));
+    }
+    r
+}
+
+/// How long to wait before the next reconcile, given how the actions went.
+pub fn requeue(o: &Outcome) -> std::time::Duration {
+    let refused = matches!(
+        &o.admin,
+        Some(AdminResult::Decommission(Err(
+            AdminError::FailedPrecondition { .. }
+        )))
+    );
+    if refused {
+        REQUEUE_IDLE
+    } else {
+        o.plan.requeue
+    }
+}
+
+fn apply_report(progress: &mut DecommissionProgress, r: &DecommissionReport) {
+    progress.phase = r.phase.as_str().into();
+    progress.ranges_done = i64::from(r.ranges_done);
+    progress.ranges_total = i64::from(r.ranges_total);
+    progress.keys_streamed = i64::try_from(r.keys_streamed).unwrap_or(i64::MAX);
+    progress.message = (!r.error.is_empty()).then(|| r.error.clone());
+}
+
+/// The new status and the events to publish.
+pub fn report(
+    spec: &KVClusterSpec,
+    prev: &KVClusterStatus,
+    obs: &Observed,
+    o: &Outcome,
+) -> (KVClusterStatus, Vec<PlannedEvent>) {
+    let plan = &o.plan;
+    let resolved = resolve(prev, o);
+    let now = obs.now_unix_ms;
     let targets = spec.zone_targets();
-    let zones: Vec<ZoneStatus> = spec
+    let mut zones: Vec<ZoneStatus> = spec
         .zones
         .iter()
         .enumerate()
         .map(|(z, zs)| {
-            let obs = i.zones.get(z).and_then(Option::as_ref);
-            let prev = i.prev.zones.iter().find(|p| p.name == zs.name);
+            let live = obs.zones.get(z).and_then(Option::as_ref);
+            let prev_zone = prev.zones.iter().find(|p| p.name == zs.name);
             let last_repair_time = if plan.repaired_zone.as_deref() == Some(zs.name.as_str()) {
-                Some(crate::time::from_unix_ms(i.now_ms))
+                Some(crate::time::from_unix_ms(now))
             } else {
-                prev.and_then(|p| p.last_repair_time.clone())
+                prev_zone.and_then(|p| p.last_repair_time.clone())
             };
             ZoneStatus {
                 name: zs.name.clone(),
                 desired_replicas: targets.get(z).copied().unwrap_or(0),
-                replicas: obs.map_or(0, |s| s.status_replicas),
-                ready_replicas: obs.map_or(0, |s| s.ready_replicas),
+                // While its StatefulSet is being re-created the zone keeps its
+                // last known size (the pods run on).
+                replicas: live.map_or_else(
+                    || prev_zone.map_or(0, |p| p.replicas),
+                    |s| s.status_replicas,
+                ),
+                ready_replicas: live.map_or_else(
+                    || prev_zone.map_or(0, |p| p.ready_replicas),
+                    |s| s.ready_replicas,
+                ),
                 last_repair_time,
             }
         })
         .collect();
     // A zone missing from the spec (removed behind the CEL rule's back) stays in
     // status so the removal keeps being refused instead of being forgotten.
-    let mut zones = zones;
     zones.extend(
-        i.prev
-            .zones
+        prev.zones
             .iter()
             .filter(|p| !spec.zones.iter().any(|z| z.name == p.name))
             .cloned(),
     );
     let replicas: i32 = zones.iter().map(|z| z.replicas).sum();
     let ready: i32 = zones.iter().map(|z| z.ready_replicas).sum();
-    let expected: i32 = i.zones.iter().flatten().map(|s| s.replicas).sum();
+    let expected: i32 = obs.zones.iter().flatten().map(|s| s.replicas).sum();
 
-    let members = ring_members(i.nodes, &i.prev.members);
+    let members = ring_members(&obs.nodes, &prev.members);
     let progressing = !matches!(
         plan.activity,
         Activity::Stable | Activity::Repairing { .. } | Activity::Invalid(_)
     );
-
-    let degraded = degraded(i, ready, expected, progressing, &members);
+    let degraded = degraded(o, &resolved, ready, expected, progressing, &members);
     let available = ready >= spec.replication.n;
     let (prog_status, prog_reason, prog_msg) =
-        progressing_condition(&plan.activity, plan.blocker.as_ref());
+        progressing_condition(&plan.activity, resolved.blocker.as_ref());
     let phase = match &plan.activity {
         Activity::Invalid(_) => Phase::Invalid,
-        Activity::Terminating { .. } => Phase::Terminating,
         Activity::Creating => Phase::Creating,
         Activity::Waiting { during, .. } => *during,
         Activity::ScalingUp { .. }
         | Activity::Decommissioning { .. }
         | Activity::RemovingNode { .. } => Phase::Scaling,
         Activity::RollingOut { .. } => Phase::Upgrading,
+        Activity::ExpandingVolumes { .. } => Phase::Expanding,
         _ if degraded.is_some() => Phase::Degraded,
         Activity::Repairing { .. } => Phase::Repairing,
         Activity::Stable => Phase::Running,
@@ -132,6 +268,14 @@ pub fn build_status(i: &StatusInput) -> KVClusterStatus {
             format!("{ready}/{expected} nodes ready"),
         ),
     };
+    let reason = if deg_status {
+        deg_reason.to_string()
+    } else if prog_reason != "Reconciled" {
+        prog_reason.to_string()
+    } else {
+        String::new()
+    };
+    let generation = obs.generation;
     let conditions = vec![
         condition(
             AVAILABLE,
@@ -145,41 +289,59 @@ pub fn build_status(i: &StatusInput) -> KVClusterStatus {
                 "{ready} nodes ready, replication factor {}",
                 spec.replication.n
             ),
-            i.generation,
-            i.now_ms,
+            generation,
+            now,
         ),
         condition(
             PROGRESSING,
             prog_status,
             prog_reason,
             &prog_msg,
-            i.generation,
-            i.now_ms,
+            generation,
+            now,
         ),
-        condition(
-            DEGRADED,
-            deg_status,
-            deg_reason,
-            &deg_msg,
-            i.generation,
-            i.now_ms,
-        ),
+        condition(DEGRADED, deg_status, deg_reason, &deg_msg, generation, now),
     ];
-    let created = plan.scales.is_some() && !matches!(plan.activity, Activity::Terminating { .. });
-    KVClusterStatus {
-        observed_generation: Some(i.generation),
+    let created = plan.scales.is_some();
+    let last_repair_time = zones
+        .iter()
+        .take(spec.zones.len())
+        .map(|z| z.last_repair_time.clone())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|t| t.into_iter().min_by_key(crate::time::to_unix_ms));
+    let zone_summary = zones
+        .iter()
+        .take(spec.zones.len())
+        .map(|z| format!("{}={}/{}", z.name, z.ready_replicas, z.desired_replicas))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = KVClusterStatus {
+        observed_generation: Some(generation),
         phase,
         replicas,
         ready_replicas: ready,
-        selector: names::selector_string(i.name),
+        selector: names::selector_string(&obs.name),
         replication: spec.replication_summary(),
-        vnodes: i.prev.vnodes.or(created.then_some(spec.vnodes)),
+        vnodes: prev.vnodes.or(created.then_some(spec.vnodes)),
+        replication_factor: prev
+            .replication_factor
+            .or(created.then_some(spec.replication.n)),
+        image: if created {
+            Some(o.image.clone())
+        } else {
+            prev.image.clone()
+        },
+        reason,
+        zone_summary,
+        last_repair_time,
         zones,
         members,
-        decommission: plan.decommission.clone(),
-        repair: plan.repair.clone(),
-        conditions: merge_conditions(&i.prev.conditions, conditions),
-    }
+        decommission: resolved.decommission,
+        repair: resolved.repair,
+        step: plan.step.clone(),
+        conditions: merge_conditions(&prev.conditions, conditions),
+    };
+    (status, resolved.events)
 }
 
 /// Ring members: each node's own report of itself wins over others' views.
@@ -220,16 +382,23 @@ fn ring_members(
 }
 
 fn degraded(
-    i: &StatusInput,
+    o: &Outcome,
+    resolved: &Resolved,
     ready: i32,
     expected: i32,
     progressing: bool,
     members: &[MemberStatus],
 ) -> Option<(&'static str, String)> {
-    if let Activity::Invalid(msg) = &i.plan.activity {
+    if let Activity::Invalid(msg) = &o.plan.activity {
         return Some(("InvalidSpec", msg.clone()));
     }
-    if let Some(d) = &i.plan.decommission
+    if let Some(err) = &o.apply_error {
+        return Some(("ApplyFailed", err.clone()));
+    }
+    if let Some(p) = &o.plan.problem {
+        return Some((p.reason, p.message.clone()));
+    }
+    if let Some(d) = &resolved.decommission
         && d.phase == DecommissionPhase::Failed.as_str()
     {
         return Some((
@@ -265,20 +434,12 @@ fn progressing_condition(
     blocker: Option<&Blocker>,
 ) -> (bool, &'static str, String) {
     if let Some(b) = blocker
-        && !matches!(
-            activity,
-            Activity::Invalid(_) | Activity::Terminating { .. }
-        )
+        && !matches!(activity, Activity::Invalid(_))
     {
         return (false, b.reason, b.message.clone());
     }
     match activity {
         Activity::Invalid(msg) => (false, "InvalidSpec", msg.clone()),
-        Activity::Terminating { remaining } => (
-            true,
-            "Terminating",
-            format!("{remaining} nodes still running"),
-        ),
         Activity::Creating => (true, "Creating", "creating the StatefulSets".into()),
         Activity::ScalingUp { node } => (true, "ScalingUp", format!("{node} is joining the ring")),
         Activity::Decommissioning { node } => (
@@ -292,6 +453,7 @@ fn progressing_condition(
             format!("{node} left the ring; removing its pod"),
         ),
         Activity::RollingOut { message, .. } => (true, "RollingOut", message.clone()),
+        Activity::ExpandingVolumes { message } => (true, "ExpandingVolumes", message.clone()),
         Activity::Waiting {
             reason, message, ..
         } => (true, reason, message.clone()),
@@ -301,346 +463,6 @@ fn progressing_condition(
     }
 }
 
-/// Folds the answer to a `Decommission` call into the plan: progress in status,
-/// events for failures, and a blocker when the node refuses.
-pub fn record_decommission(plan: &mut Plan, result: Result<DecommissionReport, AdminError>) {
-    let Some(progress) = plan.decommission.as_mut() else {
-        return;
-    };
-    match result {
-        Ok(r) => {
-            let was = progress.phase.clone();
-            apply_report(progress, &r);
-            if r.phase == DecommissionPhase::Failed && was != DecommissionPhase::Failed.as_str() {
-                plan.events.push(
-                    PlannedEvent::warning(
-                        "DecommissionFailed",
-                        format!(
-                            "decommission of {} failed ({}); retrying",
-                            progress.node, r.error
-                        ),
-                    )
-                    .pod(&progress.node),
-                );
-            } else if r.phase == DecommissionPhase::Streaming && progress.ranges_total > 0 {
-                progress.message = Some(format!(
-                    "{}/{} ranges streamed, {} keys",
-                    progress.ranges_done, progress.ranges_total, progress.keys_streamed
-                ));
-            }
-        }
-        Err(AdminError::FailedPrecondition { message, .. }) => {
-            progress.message = Some(message.clone());
-            let msg = format!("node {} refused to decommission: {message}", progress.node);
-            plan.events.push(
-                PlannedEvent::warning("DecommissionRefused", msg.clone()).pod(&progress.node),
-            );
-            plan.blocker = Some(Blocker {
-                reason: "DecommissionRefused",
-                message: msg,
-            });
-            plan.requeue = crate::planner::REQUEUE_IDLE;
-        }
-        Err(e) => {
-            progress.message = Some(e.to_string());
-        }
-    }
-}
-
-fn apply_report(progress: &mut DecommissionProgress, r: &DecommissionReport) {
-    progress.phase = r.phase.as_str().into();
-    progress.ranges_done = i64::from(r.ranges_done);
-    progress.ranges_total = i64::from(r.ranges_total);
-    progress.keys_streamed = i64::try_from(r.keys_streamed).unwrap_or(i64::MAX);
-    progress.message = (!r.error.is_empty()).then(|| r.error.clone());
-}
-
-/// Folds the answer to a `Repair` call into the plan.
-pub fn record_repair(plan: &mut Plan, result: Result<crate::admin::RepairStarted, AdminError>) {
-    let Some(progress) = plan.repair.as_mut() else {
-        return;
-    };
-    match result {
-        Ok(r) => progress.repair_id = i64::try_from(r.repair_id).unwrap_or(i64::MAX),
-        Err(e) => plan.events.push(
-            PlannedEvent::warning(
-                "RepairRequestFailed",
-                format!("could not start anti-entropy on {}: {e}", progress.node),
-            )
-            .pod(&progress.node),
-        ),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::planner::tests::World;
-    use crate::planner::{AdminCall, plan};
-    use crate::ring::Member;
-
-    fn status_of(w: &World, p: &Plan) -> KVClusterStatus {
-        let input = StatusInput {
-            name: "kv",
-            spec: &w.spec,
-            prev: &w.status,
-            generation: 7,
-            now_ms: w.now,
-            zones: &w.zones,
-            nodes: &w.nodes,
-            plan: p,
-        };
-        build_status(&input)
-    }
-
-    fn cond<'a>(s: &'a KVClusterStatus, t: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == t).unwrap()
-    }
-
-    #[test]
-    fn a_healthy_cluster_is_available_not_progressing_not_degraded() {
-        let w = World::new(&[2, 2, 2]);
-        let p = plan(&w.input_for_tests());
-        let s = status_of(&w, &p);
-        assert_eq!(s.observed_generation, Some(7));
-        assert_eq!(s.phase, Phase::Running);
-        assert_eq!((s.replicas, s.ready_replicas), (6, 6));
-        assert_eq!(s.replication, "3/2/2");
-        assert_eq!(
-            s.selector,
-            "app.kubernetes.io/instance=kv,app.kubernetes.io/name=ringkv"
-        );
-        assert_eq!(s.vnodes, Some(128));
-        assert_eq!(
-            s.zones
-                .iter()
-                .map(|z| (z.name.as_str(), z.ready_replicas))
-                .collect::<Vec<_>>(),
-            vec![("zone-a", 2), ("zone-b", 2), ("zone-c", 2)]
-        );
-        assert_eq!(s.members.len(), 6);
-        assert!(s.members.iter().all(|m| m.state == "normal" && m.alive));
-        assert_eq!(cond(&s, AVAILABLE).status, "True");
-        assert_eq!(cond(&s, PROGRESSING).status, "False");
-        assert_eq!(cond(&s, PROGRESSING).reason, "Reconciled");
-        assert_eq!(cond(&s, DEGRADED).status, "False");
-        assert!(
-            s.conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(7))
-        );
-    }
-
-    #[test]
-    fn transition_times_are_kept_while_a_condition_holds() {
-        let mut w = World::new(&[1, 1, 1]);
-        let s1 = status_of(&w, &plan(&w.input_for_tests()));
-        w.status = s1.clone();
-        w.now += 60_000;
-        let s2 = status_of(&w, &plan(&w.input_for_tests()));
-        assert_eq!(
-            cond(&s1, AVAILABLE).last_transition_time,
-            cond(&s2, AVAILABLE).last_transition_time
-        );
-        // Flip availability: the time moves.
-        w.status = s2.clone();
-        for z in 0..3 {
-            w.zones[z].as_mut().unwrap().ready_replicas = 0;
-        }
-        let s3 = status_of(&w, &plan(&w.input_for_tests()));
-        assert_eq!(cond(&s3, AVAILABLE).status, "False");
-        assert_ne!(
-            cond(&s2, AVAILABLE).last_transition_time,
-            cond(&s3, AVAILABLE).last_transition_time
-        );
-        assert_eq!(cond(&s3, DEGRADED).reason, "NodesNotReady");
-        assert_eq!(s3.phase, Phase::Degraded);
-    }
-
-    #[test]
-    fn scaling_shows_progress_and_the_blocker_shows_why() {
-        let mut w = World::new(&[2, 2, 2]);
-        w.spec.replicas = 3;
-        let mut p = plan(&w.input_for_tests());
-        assert!(matches!(p.admin, Some(AdminCall::Decommission { .. })));
-        record_decommission(
-            &mut p,
-            Ok(DecommissionReport {
-                phase: DecommissionPhase::Streaming,
-                ranges_total: 8,
-                ranges_done: 2,
-                keys_streamed: 40,
-                error: String::new(),
-            }),
-        );
-        let s = status_of(&w, &p);
-        assert_eq!(s.phase, Phase::Scaling);
-        assert_eq!(cond(&s, PROGRESSING).reason, "Decommissioning");
-        let d = s.decommission.unwrap();
-        assert_eq!((d.ranges_done, d.ranges_total, d.keys_streamed), (2, 8, 40));
-        assert_eq!(d.message.as_deref(), Some("2/8 ranges streamed, 40 keys"));
-
-        let mut p = plan(&w.input_for_tests());
-        record_decommission(
-            &mut p,
-            Err(AdminError::FailedPrecondition {
-                node: "kv-zone-c-1".into(),
-                message: "would leave 2 < N=3 nodes".into(),
-            }),
-        );
-        assert_eq!(p.events.last().unwrap().reason, "DecommissionRefused");
-        assert!(p.events.last().unwrap().warning);
-        let s = status_of(&w, &p);
-        assert_eq!(cond(&s, PROGRESSING).status, "False");
-        assert_eq!(cond(&s, PROGRESSING).reason, "DecommissionRefused");
-        assert!(cond(&s, PROGRESSING).message.contains("N=3"));
-    }
-
-    #[test]
-    fn a_failed_decommission_degrades_and_warns_once() {
-        let mut w = World::new(&[2, 2, 2]);
-        w.spec.replicas = 3;
-        let mut p = plan(&w.input_for_tests());
-        let failed = DecommissionReport {
-            phase: DecommissionPhase::Failed,
-            ranges_total: 8,
-            ranges_done: 3,
-            keys_streamed: 1,
-            error: "peer unreachable".into(),
-        };
-        record_decommission(&mut p, Ok(failed.clone()));
-        assert_eq!(
-            p.events
-                .iter()
-                .filter(|e| e.reason == "DecommissionFailed")
-                .count(),
-            1
-        );
-        let s = status_of(&w, &p);
-        assert_eq!(cond(&s, DEGRADED).reason, "DecommissionFailed");
-        assert!(cond(&s, DEGRADED).message.contains("peer unreachable"));
-        // Still failing on the next retry: no new warning.
-        w.status = s;
-        let mut p = plan(&w.input_for_tests());
-        record_decommission(&mut p, Ok(failed));
-        assert!(p.events.iter().all(|e| e.reason != "DecommissionFailed"));
-    }
-
-    #[test]
-    fn below_n_shows_scale_down_refused() {
-        let mut w = World::new(&[1, 1, 1]);
-        w.spec.replicas = 2;
-        let s = status_of(&w, &plan(&w.input_for_tests()));
-        let c = cond(&s, PROGRESSING);
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "ScaleDownRefused")
-        );
-    }
-
-    #[test]
-    fn an_invalid_spec_is_degraded_and_does_not_record_vnodes() {
-        let mut w = World::new(&[0, 0, 0]);
-        w.zones = vec![None, None, None];
-        w.status = KVClusterStatus::default();
-        w.spec.replication.r = 5;
-        let s = status_of(&w, &plan(&w.input_for_tests()));
-        assert_eq!(s.phase, Phase::Invalid);
-        assert_eq!(cond(&s, DEGRADED).reason, "InvalidSpec");
-        assert_eq!(cond(&s, PROGRESSING).reason, "InvalidSpec");
-        assert_eq!(s.vnodes, None);
-    }
-
-    #[test]
-    fn members_merge_self_reports_over_peer_views() {
-        let mut w = World::new(&[1, 1, 1]);
-        // zone-a-0 thinks zone-b-0 is dead and joining; zone-b-0 says it is normal.
-        if let Some(NodeObservation::Report(r)) = w.nodes.get_mut("kv-zone-a-0") {
-            r.members.push(Member {
-                node_id: "kv-zone-b-0".into(),
-                zone: "zone-b".into(),
-                state: NodeState::Joining,
-                alive: false,
-            });
-            r.members.push(Member {
-                node_id: "old-node".into(),
-                zone: "zone-b".into(),
-                state: NodeState::Left,
-                alive: false,
-            });
-        }
-        let s = status_of(&w, &plan(&w.input_for_tests()));
-        let b = s
-            .members
-            .iter()
-            .find(|m| m.node_id == "kv-zone-b-0")
-            .unwrap();
-        assert_eq!(
-            (b.state.as_str(), b.alive, b.zone.as_str()),
-            ("normal", true, "zone-b")
-        );
-        let old = s.members.iter().find(|m| m.node_id == "old-node").unwrap();
-        assert_eq!(old.state, "left");
-        assert_eq!(
-            cond(&s, DEGRADED).status,
-            "False",
-            "left members are not down"
-        );
-    }
-
-    #[test]
-    fn a_removed_zone_stays_refused() {
-        let mut w = World::new(&[1, 1, 1]);
-        w.status = status_of(&w, &plan(&w.input_for_tests()));
-        w.spec.zones.pop();
-        w.zones.pop();
-        w.hashes.pop();
-        let p = plan(&w.input_for_tests());
-        assert!(matches!(&p.activity, Activity::Invalid(m) if m.contains("zone-c")));
-        let s = status_of(&w, &p);
-        assert!(s.zones.iter().any(|z| z.name == "zone-c"));
-        w.status = s;
-        assert!(
-            matches!(plan(&w.input_for_tests()).activity, Activity::Invalid(_)),
-            "still refused next time"
-        );
-    }
-
-    #[test]
-    fn repair_completion_stamps_the_zone() {
-        let mut w = World::new(&[1, 1, 1]);
-        let mut p = plan(&w.input_for_tests());
-        p.repaired_zone = Some("zone-b".into());
-        w.now = 123_456;
-        let s = status_of(&w, &p);
-        assert_eq!(
-            s.zones[1].last_repair_time,
-            Some(crate::time::from_unix_ms(123_456))
-        );
-        assert_eq!(s.zones[0].last_repair_time, None);
-    }
-
-    #[test]
-    fn repair_request_outcome_is_recorded() {
-        let mut w = World::new(&[1, 1, 1]);
-        w.spec.repair.interval = "1h".into();
-        let mut p = plan(&w.input_for_tests());
-        assert!(matches!(p.admin, Some(AdminCall::Repair { .. })));
-        record_repair(
-            &mut p,
-            Ok(crate::admin::RepairStarted {
-                started: false,
-                repair_id: 42,
-            }),
-        );
-        assert_eq!(p.repair.as_ref().unwrap().repair_id, 42);
-        record_repair(
-            &mut p,
-            Err(AdminError::Timeout {
-                node: "x".into(),
-                timeout: std::time::Duration::from_secs(1),
-            }),
-        );
-        assert_eq!(p.events.last().unwrap().reason, "RepairRequestFailed");
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

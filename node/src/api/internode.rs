@@ -223,6 +223,7 @@ impl Internode for InternodeService {
             ttl_ms: req.ttl_ms,
             w: crate::coordinator::Level::parse(&req.w)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            deadline_unix_ms: req.deadline_unix_ms,
         };
         let out = self
             .state

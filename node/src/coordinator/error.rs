@@ -39,6 +39,9 @@ pub enum CoordError {
     },
     #[error("no node could coordinate the write: {0}")]
     Unavailable(String),
+    /// A forwarded write arrived after its sender's deadline: not applied.
+    #[error("forwarded write arrived {late_ms} ms after its sender gave up on it; not applied")]
+    Expired { late_ms: u64 },
     /// The replica a write was forwarded to refused it; passed through as is.
     #[error("{message}")]
     Remote { code: tonic::Code, message: String },

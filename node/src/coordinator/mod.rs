@@ -25,8 +25,12 @@ use crate::membership::Member;
 use crate::metrics::{Metrics, OnlyOp};
 use crate::replica::Replica;
 use crate::ring::{SharedTopology, Topology, WritePlan};
-use crate::transport::InternodeClient;
+use crate::transport::{InternodeClient, TransportError};
 use crate::version::{DvvSet, LwwValue, Record, Value, VersionVector};
+
+/// How much longer than the transport the coordinator waits for a remote
+/// call, so the transport's own timeout (which feeds the breaker) fires first.
+const SLACK: Duration = Duration::from_millis(250);
 
 /// Hops a forwarded write may take; a node it then reaches coordinates it
 /// (sloppily if it is no replica), so disagreeing rings cannot loop it.
@@ -83,6 +87,9 @@ pub struct WriteRequest {
     pub context: String,
     pub ttl_ms: u64,
     pub w: Option<Level>,
+    /// Unix ms after which whoever sent this write has given up on it (a
+    /// forwarded write); 0 = none.
+    pub deadline_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -134,6 +141,11 @@ impl Coordinator {
 
     pub fn topology(&self) -> Arc<Topology> {
         self.topology.get()
+    }
+
+    /// Peers the request path currently routes around (circuit breaker).
+    pub fn suspects(&self) -> Vec<String> {
+        self.client.suspects()
     }
 
     /// Reads one replica, locally or over the network.
@@ -223,22 +235,25 @@ impl Coordinator {
         validate::key(&key)?;
         let required = consistency::required(r, self.settings.r, self.settings.n)?;
         let topo = self.topology();
-        let replicas: Vec<Member> = topo
-            .replicas(&key, self.settings.n as usize)
-            .into_iter()
-            .cloned()
-            .collect();
+        let replicas = topo.replica_set(&key, self.settings.n as usize);
         let started = tokio::time::Instant::now();
         let deadline = started + self.settings.timeout;
         // Ask R replicas first — this node when it is one (no hop), then
         // those gossip believes alive, taking turns — and more only when
         // one fails or is slow (speculative retry, as Cassandra does).
         let order = self.read_order(&replicas);
-        let read = |m: Member| {
+        let read = |m: Arc<Member>| {
             let this = self.clone();
             let key = key.clone();
             async move {
                 let t = std::time::Instant::now();
+                // A remote read is bounded by the transport (which tells the
+                // peer's breaker); the deadline here is a safety net.
+                let deadline = if m.node_id == this.me {
+                    deadline
+                } else {
+                    deadline + SLACK
+                };
                 let res = match tokio::time::timeout_at(deadline, this.read_replica(&m, key)).await
                 {
                     Ok(r) => r,
@@ -337,17 +352,23 @@ impl Coordinator {
         Ok(outcome)
     }
 
+    /// Whether requests should go to `m`: gossip hears from it and requests
+    /// to it have not kept failing (the per-peer circuit breaker).
+    fn usable(&self, m: &Member) -> bool {
+        m.node_id == self.me || (m.alive && !self.client.is_suspect(&m.node_id))
+    }
+
     /// The replicas of a read in the order to ask them: this node, then the
     /// ones gossip believes alive from a rotating start, then the others.
-    fn read_order(&self, replicas: &[Member]) -> Vec<Member> {
-        let mut order: Vec<Member> = replicas
+    fn read_order(&self, replicas: &[Arc<Member>]) -> Vec<Arc<Member>> {
+        let mut order: Vec<Arc<Member>> = replicas
             .iter()
             .filter(|m| m.node_id == self.me)
             .cloned()
             .collect();
-        let mut alive: Vec<Member> = replicas
+        let mut alive: Vec<Arc<Member>> = replicas
             .iter()
-            .filter(|m| m.node_id != self.me && m.alive)
+            .filter(|m| m.node_id != self.me && self.usable(m))
             .cloned()
             .collect();
         if !alive.is_empty() {
@@ -361,7 +382,7 @@ impl Coordinator {
         order.extend(
             replicas
                 .iter()
-                .filter(|m| m.node_id != self.me && !m.alive)
+                .filter(|m| m.node_id != self.me && !self.usable(m))
                 .cloned(),
         );
         order
@@ -390,7 +411,7 @@ impl Coordinator {
     async fn read_repair(
         self: &Arc<Self>,
         key: Bytes,
-        replicas: &[Member],
+        replicas: &[Arc<Member>],
         replies: Vec<ReplicaReply>,
     ) {
         let answered: Vec<(String, Option<Record>)> = replies
@@ -433,6 +454,16 @@ impl Coordinator {
         req: WriteRequest,
         hops: u32,
     ) -> Result<WriteOutcome, CoordError> {
+        // A forward that arrives after its sender gave up (held up by a
+        // partition, say) must not run: the sender may have coordinated the
+        // write itself, and the client may have overwritten it since — run
+        // now, it would mint a new version of an old write.
+        if req.deadline_unix_ms != 0 && now_ms() > req.deadline_unix_ms {
+            self.metrics.late_forwards_refused.inc();
+            return Err(CoordError::Expired {
+                late_ms: now_ms() - req.deadline_unix_ms,
+            });
+        }
         validate::key(&req.key)?;
         if let Some(v) = &req.value {
             validate::value(v, self.settings.max_value_bytes)?;
@@ -483,11 +514,22 @@ impl Coordinator {
     ) -> Result<WriteOutcome, CoordError> {
         self.metrics.forwarded_writes.inc();
         let deadline = tokio::time::Instant::now() + self.settings.timeout / 2;
+        // The same deadline in wall-clock time, for the receiver (never later
+        // than the one this write arrived with).
+        let give_up_ms = now_ms() + (self.settings.timeout / 2).as_millis() as u64;
+        let give_up_ms = match req.deadline_unix_ms {
+            0 => give_up_ms,
+            d => d.min(give_up_ms),
+        };
         let replicas = &plan.replicas;
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
         // the primary would skew coordination load.
-        let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).collect();
+        let mut order: Vec<&Member> = replicas
+            .iter()
+            .filter(|m| self.usable(m))
+            .map(|m| &**m)
+            .collect();
         if !order.is_empty() {
             let k = self
                 .forward_rr
@@ -495,7 +537,7 @@ impl Coordinator {
                 % order.len();
             order.rotate_left(k);
         }
-        order.extend(replicas.iter().filter(|m| !m.alive));
+        order.extend(replicas.iter().filter(|m| !self.usable(m)).map(|m| &**m));
         let mut errors = Vec::new();
         for m in order {
             let pb_req = pb::CoordinateWriteRequest {
@@ -505,18 +547,30 @@ impl Coordinator {
                 ttl_ms: req.ttl_ms,
                 w: req.w.map(Level::label_for_wire).unwrap_or_default(),
                 hops: hops + 1,
+                deadline_unix_ms: give_up_ms,
             };
-            let call = self
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
                 .client
-                .coordinate(&m.node_id, &m.internode_addr, pb_req);
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(Ok(resp)) => {
+                .coordinate(&m.node_id, &m.internode_addr, pb_req, left)
+                .await
+            {
+                Ok(resp) => {
                     return Ok(WriteOutcome {
                         context: resp.context,
                         acks: resp.acks,
                     });
                 }
-                Ok(Err(e)) => {
+                Err(TransportError::Timeout { .. }) => {
+                    self.metrics.internode_errors.inc();
+                    errors.push(format!(
+                        "{} did not answer within {:?}",
+                        m.node_id,
+                        self.settings.timeout / 2
+                    ));
+                    break;
+                }
+                Err(e) => {
                     self.metrics.internode_errors.inc();
                     if e.not_delivered() {
                         errors.push(e.to_string());
@@ -533,14 +587,6 @@ impl Coordinator {
                         });
                     }
                     errors.push(format!("{e} (the write may have been applied there)"));
-                    break;
-                }
-                Err(_) => {
-                    errors.push(format!(
-                        "{} did not answer within {:?}",
-                        m.node_id,
-                        self.settings.timeout / 2
-                    ));
                     break;
                 }
             }
@@ -594,11 +640,9 @@ impl Coordinator {
                         Record::Causal(DvvSet::update(&local, &ctx2, &w, value))
                     })
                     .await?;
-                let counter = match &appended.0 {
-                    Record::Causal(d) => d.counter_of(&writer),
-                    Record::Lww(_) => 0,
-                };
-                let context = ctx.with(&writer, counter).encode();
+                // What the client's context saw (as far as the record kept
+                // it) plus the new dot, small enough to be accepted back.
+                let context = appended.0.write_context(&ctx, &writer).encode();
                 (appended, context)
             }
             ConflictMode::Lww => {
@@ -619,10 +663,10 @@ impl Coordinator {
             .map(|m| m.node_id.clone())
             .collect();
         used.push(self.me.clone());
-        let mut sends: Vec<(Member, Option<String>)> = Vec::new();
+        let mut sends: Vec<(Arc<Member>, Option<String>)> = Vec::new();
         let mut local_hints: Vec<String> = Vec::new();
         let mut stand_in_done = !sloppy;
-        let mut substitutes: Option<std::vec::IntoIter<Member>> = None;
+        let mut substitutes: Option<std::vec::IntoIter<Arc<Member>>> = None;
         for r in plan.replicas.iter().filter(|m| m.node_id != self.me) {
             if !stand_in_done {
                 // A sloppy coordinator is itself the first substitute.
@@ -630,12 +674,15 @@ impl Coordinator {
                 local_hints.push(r.node_id.clone());
                 continue;
             }
-            if r.alive {
+            if self.usable(r) {
                 sends.push((r.clone(), None));
                 continue;
             }
-            let subs =
-                substitutes.get_or_insert_with(|| topo.substitutes(&req.key, &used).into_iter());
+            let subs = substitutes.get_or_insert_with(|| {
+                let mut s = topo.substitutes(&req.key, &used);
+                s.retain(|m| !self.client.is_suspect(&m.node_id));
+                s.into_iter()
+            });
             match subs.next() {
                 Some(s) => {
                     used.push(s.node_id.clone());
@@ -651,7 +698,7 @@ impl Coordinator {
             if p.node_id == self.me {
                 continue;
             }
-            if p.alive {
+            if self.usable(p) {
                 sends.push((p.clone(), None));
                 pending_sent += 1;
             } else {
@@ -676,7 +723,9 @@ impl Coordinator {
         for (m, hint_for) in sends {
             let this = self.clone();
             let (key, rec) = (req.key.clone(), record.clone());
-            let timeout = self.settings.timeout;
+            // The transport gives up (and tells the peer's breaker) at the
+            // request timeout; this is only a safety net behind it.
+            let timeout = self.settings.timeout + SLACK;
             inflight.push(Box::pin(async move {
                 let owner = hint_for.clone().unwrap_or_else(|| m.node_id.clone());
                 let call = this.write_replica_as(&m, key.clone(), rec.clone(), hint_for);
@@ -688,7 +737,7 @@ impl Coordinator {
                     // Whatever happened there, the owner gets it later.
                     this.store_hint(&owner, &key, &rec).await;
                 }
-                (m.node_id, res)
+                (m.node_id.clone(), res)
             }));
         }
         let mut acks = 0u32;

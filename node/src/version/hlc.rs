@@ -71,6 +71,11 @@ fn write_ceiling(path: &Path, until_ms: u64) -> std::io::Result<()> {
     crate::durable::write_file(path, format!("{until_ms}\n").as_bytes())
 }
 
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn wall_ms() -> u64 {
+    SystemClock.now_unix_ms()
+}
+
 impl Hlc {
     /// A clock on the system wall clock that lives in memory only.
     pub fn new() -> Self {
@@ -109,10 +114,13 @@ impl Hlc {
 
     /// A timestamp greater than every one issued or observed before.
     pub fn now(&self) -> u64 {
-        let phys = self.clock.now_unix_ms() << 16;
+        // 48 bits of ms last until the year 10889; `min` keeps the shift total.
+        let phys = self.clock.now_unix_ms().min((1 << 48) - 1) << 16;
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
-            let next = phys.max(cur + 1);
+            // Observed timestamps are bounded by record validation (at most a
+            // day ahead), so this cannot saturate in practice.
+            let next = phys.max(cur.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)

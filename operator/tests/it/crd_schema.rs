@@ -72,6 +72,9 @@ fn crd_carries_the_validation_rules_printer_columns_and_subresources() {
         "self.zones.all(z, self.zones.exists_one(y, y.name == z.name))",
         "oldSelf.zones.all(z, self.zones.exists(y, y.name == z.name))",
         "self.spec.zones.all(z, size(self.metadata.name) + size(z.name) <= 51)",
+        "!self.metadata.name.endsWith('-peers')",
+        "self.n == oldSelf.n",
+        "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
     ] {
         assert!(
             text.contains(&serde_json::to_string(rule).unwrap()),
@@ -102,7 +105,29 @@ fn crd_carries_the_validation_rules_printer_columns_and_subresources() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(cols, vec!["Nodes", "Ready", "N/W/R", "Phase", "Age"]);
+    assert_eq!(
+        cols,
+        vec![
+            "Nodes",
+            "Ready",
+            "N/W/R",
+            "Phase",
+            "Reason",
+            "Zones",
+            "Last Repair",
+            "Image",
+            "Age"
+        ]
+    );
+    // Zones, last repair and image are for `kubectl get -o wide`.
+    let wide: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"] == 1)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(wide, vec!["Zones", "Last Repair", "Image"]);
     assert_eq!(
         v.pointer("/subresources/scale/specReplicasPath"),
         Some(&Value::from(".spec.replicas"))
@@ -184,6 +209,7 @@ fn each_invalid_example_is_rejected_for_its_reason() {
                 let old: KVCluster = serde_json::from_value(old).unwrap();
                 let recorded = KVClusterStatus {
                     vnodes: Some(old.spec.vnodes),
+                    replication_factor: Some(old.spec.replication.n),
                     zones: old
                         .spec
                         .zones
@@ -199,7 +225,16 @@ fn each_invalid_example_is_rejected_for_its_reason() {
                     // Not tracked by the operator: the CEL rule is the only guard.
                     continue;
                 }
-                kvc.spec.validate_against(&recorded)
+                if old.spec.storage != kvc.spec.storage {
+                    // Checked against the live volume claim template.
+                    let errs = kvc.spec.validate_storage(
+                        &old.spec.storage.size,
+                        old.spec.storage.storage_class_name.as_deref(),
+                    );
+                    if errs.is_empty() { Ok(()) } else { Err(errs) }
+                } else {
+                    kvc.spec.validate_against(&recorded)
+                }
             }
         };
         assert!(

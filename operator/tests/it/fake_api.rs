@@ -179,6 +179,38 @@ impl FakeApi {
             .map(|(_, v)| v.clone())
     }
 
+    /// Direct create-or-replace of a whole object by another actor (the
+    /// kubelet writing a Pod, the StatefulSet controller a PVC). Keeps a uid
+    /// the object brings; not on the timeline.
+    pub fn insert(&self, prefix: &str, plural: &str, ns: &str, mut obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        let key = (format!("{prefix}/{plural}"), ns.to_string(), name);
+        if !ns.is_empty() {
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        obj["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        if obj.pointer("/metadata/uid").is_none() {
+            s.uid += 1;
+            obj["metadata"]["uid"] = json!(format!("uid-{}", s.uid));
+        }
+        s.put(key, obj);
+    }
+
+    /// Direct removal by another actor; not on the timeline.
+    pub fn remove(&self, plural: &str, ns: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        let key = s
+            .objects
+            .keys()
+            .find(|(c, n, m)| c.ends_with(&format!("/{plural}")) && n == ns && m == name)
+            .cloned();
+        if let Some(key) = key {
+            s.del(&key);
+        }
+    }
+
     /// Direct write, bypassing the request path (the test plays another actor, e.g.
     /// the StatefulSet controller writing status). Does not touch the timeline.
     pub fn update(&self, plural: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
@@ -261,11 +293,20 @@ impl FakeApi {
         let key = |name: &str| (p.collection.clone(), p.namespace.clone(), name.to_string());
         match (method.as_str(), &p.name) {
             ("GET", None) => {
+                let selector = label_selector(uri);
                 let items: Vec<Value> = st
                     .objects
                     .iter()
                     .filter(|((c, n, _), _)| {
                         *c == p.collection && (p.namespace.is_empty() || *n == p.namespace)
+                    })
+                    .filter(|(_, v)| {
+                        selector.iter().all(|(k, want)| {
+                            v.pointer("/metadata/labels")
+                                .and_then(|l| l.get(k))
+                                .and_then(Value::as_str)
+                                == Some(want.as_str())
+                        })
                     })
                     .map(|(_, v)| v.clone())
                     .collect();
@@ -333,6 +374,15 @@ impl FakeApi {
                             o
                         }
                         (Some(c), false) => {
+                            if let Some(field) = immutable_change(&p.plural, c, &body) {
+                                return status(
+                                    422,
+                                    "Invalid",
+                                    &format!(
+                                        "StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden ({field})"
+                                    ),
+                                );
+                            }
                             // One field manager owns everything it applies: the applied
                             // object replaces the old one, except server-owned fields.
                             let mut o = body.clone();
@@ -401,6 +451,12 @@ impl FakeApi {
                     obj["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
                     st.rv += 1;
                     obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                    // As the API server does: starting deletion bumps the generation.
+                    let g = obj
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
+                    obj["metadata"]["generation"] = json!(g + 1);
                     st.put(key(name), obj.clone());
                 } else {
                     st.del(&key(name));
@@ -412,6 +468,43 @@ impl FakeApi {
             (m, _) => status(405, "MethodNotAllowed", &format!("{m} {}", uri.path())),
         }
     }
+}
+
+/// `labelSelector=k=v,k2=v2` of a request (equality selectors only).
+fn label_selector(uri: &http::Uri) -> Vec<(String, String)> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+        .map(|sel| {
+            let sel = sel
+                .replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/");
+            sel.split(',')
+                .filter_map(|t| t.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A StatefulSet field the API server refuses to change, if the apply changes one.
+fn immutable_change(plural: &str, cur: &Value, new: &Value) -> Option<&'static str> {
+    if plural != "statefulsets" {
+        return None;
+    }
+    for (field, ptr) in [
+        ("volumeClaimTemplates", "/spec/volumeClaimTemplates"),
+        ("selector", "/spec/selector"),
+        ("serviceName", "/spec/serviceName"),
+        ("podManagementPolicy", "/spec/podManagementPolicy"),
+    ] {
+        if cur.pointer(ptr) != new.pointer(ptr) {
+            return Some(field);
+        }
+    }
+    None
 }
 
 fn create(st: &mut State, mut obj: Value, ns: &str) -> Value {

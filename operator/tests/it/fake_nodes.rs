@@ -1,7 +1,8 @@
 //! A fake ringkv cluster: one real Admin gRPC server per potential pod (bound to
 //! 127.0.0.1:0), backed by a shared in-memory ring, plus a simulation of the
 //! StatefulSet controller and kubelet that turns StatefulSet specs in the fake
-//! API into pods (ring members) and StatefulSet status.
+//! API into pods (ring members, and Pod objects with their status), volumes
+//! (PVCs per the retention policy) and StatefulSet status.
 //!
 //! The ring records a violation whenever a pod disappears while its node is not
 //! `LEFT`: that is exactly the data-loss bug "lowered replicas before the node
@@ -25,7 +26,12 @@ pub struct FakeNode {
     pub zone: String,
     pub state: pb::NodeState,
     pub ready: bool,
+    /// The process runs (false: its image cannot be pulled).
+    pub running: bool,
     pub revision: String,
+    pub image: String,
+    /// Uid of the Pod object (changes when the pod is re-created).
+    pub pod_uid: u64,
     pub decommission: pb::decommission_status::Phase,
     pub ranges_done: u32,
     pub repair_running: bool,
@@ -51,6 +57,13 @@ pub struct Ring {
     /// Largest number of simultaneously unready pods seen outside scaling.
     pub max_unready: usize,
     pub now_ms: u64,
+    /// Images that cannot be pulled: pods on them never run.
+    pub bad_images: Vec<String>,
+    /// Pods the scheduler cannot place: Pending, never in the ring.
+    pub unschedulable: Vec<String>,
+    /// Volume uids by PVC name (a new uid = a new, empty volume).
+    pub volumes: BTreeMap<String, u64>,
+    next_uid: u64,
 }
 
 impl Ring {
@@ -68,10 +81,15 @@ impl Ring {
                 node_id: id.clone(),
                 zone: n.zone.clone(),
                 state: n.state as i32,
-                alive: true,
+                alive: n.running,
                 ..Default::default()
             })
             .collect()
+    }
+
+    fn uid(&mut self) -> u64 {
+        self.next_uid += 1;
+        self.next_uid
     }
 
     fn decommission_status(&self, n: &FakeNode, error: &str) -> pb::DecommissionStatus {
@@ -111,6 +129,7 @@ impl Admin for FakeAdmin {
         let n = ring
             .nodes
             .get(&self.node)
+            .filter(|n| n.running)
             .ok_or_else(|| Status::unavailable("pod not running"))?;
         Ok(Response::new(pb::StatusResponse {
             node_id: self.node.clone(),
@@ -140,6 +159,7 @@ impl Admin for FakeAdmin {
         let n = ring
             .nodes
             .get_mut(&self.node)
+            .filter(|n| n.running)
             .ok_or_else(|| Status::unavailable("pod not running"))?;
         use pb::decommission_status::Phase;
         if n.state != pb::NodeState::Left {
@@ -175,6 +195,7 @@ impl Admin for FakeAdmin {
         let n = ring
             .nodes
             .get_mut(&self.node)
+            .filter(|n| n.running)
             .ok_or_else(|| Status::unavailable("pod not running"))?;
         if n.repair_running {
             return Ok(Response::new(pb::RepairResponse {
@@ -257,7 +278,8 @@ impl FakeCluster {
         self.ring.lock().unwrap().nodes.get(pod).map(|n| n.state)
     }
 
-    /// One tick of the world: node progress, then the StatefulSet controller.
+    /// One tick of the world: node progress, then the StatefulSet controller
+    /// and kubelet for every StatefulSet.
     pub fn step(&self, api: &FakeApi, ns: &str) {
         let mut ring = self.ring.lock().unwrap();
         ring.now_ms += 5_000;
@@ -266,6 +288,9 @@ impl FakeCluster {
         let mut failed_used = false;
         use pb::decommission_status::Phase;
         for n in ring.nodes.values_mut() {
+            if !n.running {
+                continue;
+            }
             match n.state {
                 pb::NodeState::Joining => {
                     n.state = pb::NodeState::Normal;
@@ -296,104 +321,297 @@ impl FakeCluster {
         }
 
         for sts in api.list("statefulsets", ns) {
-            let name = sts["metadata"]["name"].as_str().unwrap().to_string();
-            let zone = sts
-                .pointer("/metadata/labels/ringkv.io~1zone")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let r = sts
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1) as i32;
-            let p = sts
-                .pointer("/spec/updateStrategy/rollingUpdate/partition")
-                .and_then(Value::as_i64)
-                .unwrap_or(0) as i32;
-            let upd = sts
-                .pointer("/metadata/annotations/ringkv.io~1template-hash")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let cur_rev = sts
-                .pointer("/status/currentRevision")
-                .and_then(Value::as_str)
-                .unwrap_or(&upd)
-                .to_string();
-            let generation = sts
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            let pod = |o: i32| format!("{name}-{o}");
-            // Pods above replicas go away.
-            let doomed: Vec<String> = ring
-                .nodes
-                .keys()
-                .filter(|k| {
-                    k.strip_prefix(&format!("{name}-"))
-                        .and_then(|o| o.parse::<i32>().ok())
-                        .is_some_and(|o| o >= r)
-                })
-                .cloned()
-                .collect();
-            for d in doomed {
-                let node = ring.nodes.remove(&d).unwrap();
-                if node.state != pb::NodeState::Left && !ring.allow_removal {
-                    ring.violations.push(format!(
-                        "{d} removed while {:?}: its data was lost",
-                        node.state
-                    ));
-                }
-            }
-            for o in 0..r {
-                ring.nodes.entry(pod(o)).or_insert_with(|| FakeNode {
-                    zone: zone.clone(),
-                    state: pb::NodeState::Joining,
-                    ready: false,
-                    revision: if o >= p { upd.clone() } else { cur_rev.clone() },
-                    decommission: Phase::NotStarted,
-                    ranges_done: 0,
-                    repair_running: false,
-                    repair_id: 0,
-                    repair_completed_ms: 0,
-                    restarts: 0,
-                });
-            }
-            // RollingUpdate: the highest outdated ordinal >= partition, one at a time.
-            let all_ready = (0..r).all(|o| ring.nodes[&pod(o)].ready);
-            if all_ready
-                && let Some(o) = (p..r).rev().find(|&o| ring.nodes[&pod(o)].revision != upd)
-            {
-                let n = ring.nodes.get_mut(&pod(o)).unwrap();
-                n.revision = upd.clone();
-                n.ready = false;
-                n.restarts += 1;
-            }
-            let unready = (0..r)
-                .filter(|&o| {
-                    !ring.nodes[&pod(o)].ready && ring.nodes[&pod(o)].state == pb::NodeState::Normal
-                })
-                .count();
-            ring.max_unready = ring.max_unready.max(unready);
-            let ready = (0..r).filter(|&o| ring.nodes[&pod(o)].ready).count() as i64;
-            let updated = (0..r)
-                .filter(|&o| ring.nodes[&pod(o)].revision == upd)
-                .count() as i64;
-            let current = if updated == i64::from(r) {
-                upd.clone()
-            } else {
-                cur_rev.clone()
-            };
-            api.update("statefulsets", ns, &name, |o| {
-                o["status"] = json!({
-                    "replicas": r,
-                    "readyReplicas": ready,
-                    "updatedReplicas": updated,
-                    "currentRevision": current,
-                    "updateRevision": upd,
-                    "observedGeneration": generation,
-                });
-            });
+            step_statefulset(&mut ring, api, ns, &sts);
         }
+        // Orphaned pods (their StatefulSet was deleted with --cascade=orphan)
+        // keep running untouched until a StatefulSet adopts them.
+        let pods: Vec<String> = ring.nodes.keys().cloned().collect();
+        for pod in pods {
+            write_pod(&ring, api, ns, &pod);
+        }
+    }
+}
+
+fn new_node(ring: &mut Ring, zone: &str, revision: &str, image: &str) -> FakeNode {
+    let running = !ring.bad_images.iter().any(|b| b == image);
+    FakeNode {
+        zone: zone.into(),
+        state: pb::NodeState::Joining,
+        ready: false,
+        running,
+        revision: revision.into(),
+        image: image.into(),
+        pod_uid: ring.uid(),
+        decommission: pb::decommission_status::Phase::NotStarted,
+        ranges_done: 0,
+        repair_running: false,
+        repair_id: 0,
+        repair_completed_ms: 0,
+        restarts: 0,
+    }
+}
+
+/// A pod restarts on `revision` (and its image): same node id, same volume.
+fn restart(ring: &mut Ring, pod: &str, revision: &str, image: &str) {
+    let running = !ring.bad_images.iter().any(|b| b == image);
+    let uid = ring.uid();
+    let n = ring.nodes.get_mut(pod).unwrap();
+    n.revision = revision.into();
+    n.image = image.into();
+    n.ready = false;
+    n.running = running;
+    n.pod_uid = uid;
+    n.restarts += 1;
+    if !running {
+        n.ready = false;
+    }
+}
+
+fn step_statefulset(ring: &mut Ring, api: &FakeApi, ns: &str, sts: &Value) {
+    let name = sts["metadata"]["name"].as_str().unwrap().to_string();
+    let zone = sts
+        .pointer("/metadata/labels/ringkv.io~1zone")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let r = sts
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1) as i32;
+    let p = sts
+        .pointer("/spec/updateStrategy/rollingUpdate/partition")
+        .and_then(Value::as_i64)
+        .unwrap_or(0) as i32;
+    let upd = sts
+        .pointer("/metadata/annotations/ringkv.io~1template-hash")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let image = sts
+        .pointer("/spec/template/spec/containers/0/image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let cur_rev = sts
+        .pointer("/status/currentRevision")
+        .and_then(Value::as_str)
+        .unwrap_or(&upd)
+        .to_string();
+    let generation = sts
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let when_scaled = sts
+        .pointer("/spec/persistentVolumeClaimRetentionPolicy/whenScaled")
+        .and_then(Value::as_str)
+        .unwrap_or("Retain")
+        .to_string();
+    let size = sts
+        .pointer("/spec/volumeClaimTemplates/0/spec/resources/requests/storage")
+        .and_then(Value::as_str)
+        .unwrap_or("10Gi")
+        .to_string();
+    let pod = |o: i32| format!("{name}-{o}");
+    // Pods above replicas go away (and, per the retention policy, their volumes).
+    let doomed: Vec<String> = ring
+        .nodes
+        .keys()
+        .filter(|k| {
+            k.strip_prefix(&format!("{name}-"))
+                .and_then(|o| o.parse::<i32>().ok())
+                .is_some_and(|o| o >= r)
+        })
+        .cloned()
+        .collect();
+    for pn in ring.unschedulable.clone() {
+        let beyond = pn
+            .strip_prefix(&format!("{name}-"))
+            .and_then(|o| o.parse::<i32>().ok())
+            .is_some_and(|o| o >= r);
+        if beyond {
+            api.remove("pods", ns, &pn);
+        }
+    }
+    for d in doomed {
+        let node = ring.nodes.remove(&d).unwrap();
+        if node.state != pb::NodeState::Left && !ring.allow_removal {
+            ring.violations.push(format!(
+                "{d} removed while {:?}: its data was lost",
+                node.state
+            ));
+        }
+        api.remove("pods", ns, &d);
+        if when_scaled == "Delete" {
+            api.remove("persistentvolumeclaims", ns, &format!("data-{d}"));
+            ring.volumes.remove(&format!("data-{d}"));
+        }
+    }
+    for o in 0..r {
+        let pn = pod(o);
+        if ring.unschedulable.contains(&pn) {
+            write_pending_pod(api, ns, &pn);
+            continue;
+        }
+        // A Pod object deleted through the API (not by us): re-created on the
+        // revision its ordinal gets, like the StatefulSet controller does.
+        if ring.nodes.contains_key(&pn) && api.get("pods", ns, &pn).is_none() {
+            let (rev, img) = if o >= p {
+                (upd.clone(), image.clone())
+            } else {
+                let n = &ring.nodes[&pn];
+                if n.revision == cur_rev {
+                    (n.revision.clone(), n.image.clone())
+                } else {
+                    (cur_rev.clone(), "last-good".to_string())
+                }
+            };
+            restart(ring, &pn, &rev, &img);
+        }
+        if !ring.nodes.contains_key(&pn) {
+            let rev = if o >= p { upd.clone() } else { cur_rev.clone() };
+            let n = new_node(ring, &zone, &rev, &image);
+            ring.nodes.insert(pn.clone(), n);
+        }
+        // The volume: created with the pod if missing, kept otherwise.
+        let claim = format!("data-{pn}");
+        if api.get("persistentvolumeclaims", ns, &claim).is_none() {
+            let uid = ring.uid();
+            ring.volumes.insert(claim.clone(), uid);
+            let labels = sts
+                .pointer("/spec/volumeClaimTemplates/0/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
+            api.insert(
+                "api/v1",
+                "persistentvolumeclaims",
+                ns,
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "labels": labels, "uid": format!("pvc-{uid}")},
+                    "spec": {"storageClassName": "standard", "resources": {"requests": {"storage": size}}},
+                    "status": {"phase": "Bound", "capacity": {"storage": size}}
+                }),
+            );
+        }
+    }
+    // RollingUpdate like the StatefulSet controller: from the top ordinal
+    // down to the partition, replace the first pod on an old revision, and
+    // stop at the first unhealthy one.
+    for o in (p..r).rev() {
+        let pn = pod(o);
+        let Some(n) = ring.nodes.get(&pn) else {
+            continue;
+        };
+        if n.revision != upd {
+            restart(ring, &pn, &upd, &image);
+            break;
+        }
+        if !n.ready {
+            break;
+        }
+    }
+    let exists = |o: i32| ring.nodes.contains_key(&pod(o));
+    let unready = (0..r)
+        .filter(|&o| exists(o))
+        .filter(|&o| {
+            !ring.nodes[&pod(o)].ready && ring.nodes[&pod(o)].state == pb::NodeState::Normal
+        })
+        .count();
+    ring.max_unready = ring.max_unready.max(unready);
+    // Pending pods exist too (they are just not in the ring).
+    let have = (0..r)
+        .filter(|&o| exists(o) || ring.unschedulable.contains(&pod(o)))
+        .count() as i64;
+    let ready = (0..r)
+        .filter(|&o| exists(o) && ring.nodes[&pod(o)].ready)
+        .count() as i64;
+    // A pending pod was created on the update revision.
+    let updated = (0..r)
+        .filter(|&o| {
+            (exists(o) && ring.nodes[&pod(o)].revision == upd)
+                || (!exists(o) && ring.unschedulable.contains(&pod(o)))
+        })
+        .count() as i64;
+    let current = if updated == i64::from(r) {
+        upd.clone()
+    } else {
+        cur_rev.clone()
+    };
+    api.update("statefulsets", ns, &name, |o| {
+        o["status"] = json!({
+            "replicas": have,
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "currentRevision": current,
+            "updateRevision": upd,
+            "observedGeneration": generation,
+        });
+    });
+}
+
+/// The Pod object of a ring node, as the kubelet reports it.
+fn write_pod(ring: &Ring, api: &FakeApi, ns: &str, pod: &str) {
+    let n = &ring.nodes[pod];
+    let (cluster, zone) = ("kv", n.zone.as_str());
+    let status = if n.running {
+        json!({
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": if n.ready { "True" } else { "False" }}
+            ],
+            "containerStatuses": [{"name": "node", "ready": n.ready, "restartCount": 0, "image": n.image, "imageID": "",
+                                   "state": {"running": {}}}]
+        })
+    } else {
+        json!({
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "False"}
+            ],
+            "containerStatuses": [{"name": "node", "ready": false, "restartCount": 0, "image": n.image, "imageID": "",
+                                   "state": {"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{}\"", n.image)}}}]
+        })
+    };
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": pod, "uid": format!("pod-{}", n.pod_uid),
+            "labels": {
+                "app.kubernetes.io/name": "ringkv",
+                "app.kubernetes.io/instance": cluster,
+                "ringkv.io/zone": zone,
+                "controller-revision-hash": n.revision,
+            }
+        },
+        "spec": {"containers": [{"name": "node", "image": n.image}]},
+        "status": status,
+    });
+    if api.get("pods", ns, pod).as_ref() != Some(&obj) {
+        api.insert("api/v1", "pods", ns, obj);
+    }
+}
+
+fn write_pending_pod(api: &FakeApi, ns: &str, pod: &str) {
+    let zone = pod
+        .strip_prefix("kv-")
+        .and_then(|r| r.rsplit_once('-'))
+        .map_or("", |(z, _)| z);
+    let obj = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": pod, "uid": format!("pending-{pod}"),
+            "labels": {"app.kubernetes.io/name": "ringkv", "app.kubernetes.io/instance": "kv", "ringkv.io/zone": zone}
+        },
+        "spec": {"containers": [{"name": "node", "image": "any"}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": "0/3 nodes are available: 3 Insufficient memory."}]
+        }
+    });
+    if api.get("pods", ns, pod).is_none() {
+        api.insert("api/v1", "pods", ns, obj);
     }
 }

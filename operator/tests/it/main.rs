@@ -1,7 +1,9 @@
 //! Integration tests of ringkv-operator, in one binary to keep link time down.
 
 mod crd_schema;
+mod day2;
 mod fake_api;
 mod fake_nodes;
 mod leader;
+mod monitoring;
 mod reconcile;
