@@ -36,6 +36,7 @@ mod manifest;
 mod memtable;
 mod options;
 mod record;
+mod space;
 mod sst;
 mod version;
 mod write;

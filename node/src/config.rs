@@ -90,6 +90,8 @@ pub struct Config {
     pub r: u32,
     pub vnodes: u32,
     pub conflict_mode: ConflictMode,
+    /// LWW records whose hybrid clock is further ahead of this node's are refused.
+    pub max_clock_skew: Duration,
     pub max_value_bytes: usize,
     pub request_timeout: Duration,
     /// When a read asks replicas beyond the first R.
@@ -131,6 +133,7 @@ pub const FIELDS: &[&str] = &[
     "r",
     "vnodes",
     "conflict_mode",
+    "max_clock_skew",
     "max_value_bytes",
     "request_timeout",
     "speculative_retry",
@@ -192,6 +195,9 @@ pub struct Args {
     /// `causal` or `lww`.
     #[arg(long, env = "RINGKV_CONFLICT_MODE")]
     pub conflict_mode: Option<String>,
+    /// LWW: refuse records whose clock is further ahead than this.
+    #[arg(long, env = "RINGKV_MAX_CLOCK_SKEW")]
+    pub max_clock_skew: Option<String>,
     #[arg(long, env = "RINGKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
     #[arg(long, env = "RINGKV_REQUEST_TIMEOUT")]
@@ -249,6 +255,7 @@ impl Args {
             "r" => self.r.as_ref(),
             "vnodes" => self.vnodes.as_ref(),
             "conflict_mode" => self.conflict_mode.as_ref(),
+            "max_clock_skew" => self.max_clock_skew.as_ref(),
             "max_value_bytes" => self.max_value_bytes.as_ref(),
             "request_timeout" => self.request_timeout.as_ref(),
             "speculative_retry" => self.speculative_retry.as_ref(),
@@ -425,6 +432,7 @@ impl Config {
             r: 2,
             vnodes: 128,
             conflict_mode: ConflictMode::Causal,
+            max_clock_skew: crate::replica::DEFAULT_MAX_CLOCK_SKEW,
             max_value_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
             speculative_retry: SpeculativeRetry::Adaptive,
@@ -515,6 +523,9 @@ impl Config {
                 "lww" => ConflictMode::Lww,
                 _ => return Err(invalid("conflict_mode", v, "expected `causal` or `lww`")),
             };
+        }
+        if let Some(v) = get("max_clock_skew") {
+            c.max_clock_skew = parse_duration("max_clock_skew", v)?;
         }
         if let Some(v) = get("max_value_bytes") {
             c.max_value_bytes = parse_num("max_value_bytes", v)?;
@@ -637,6 +648,16 @@ impl Config {
                 "must be between 1 and 67108864 (64 MiB)",
             ));
         }
+        // A restart moves an LWW node's clock up to MARGIN_MS ahead
+        // (`version::Hlc`); peers must not refuse it for that.
+        let min_skew = Duration::from_millis(2 * crate::version::HLC_MARGIN_MS);
+        if self.max_clock_skew < min_skew {
+            return Err(invalid(
+                "max_clock_skew",
+                humantime::format_duration(self.max_clock_skew).to_string(),
+                format!("must be at least {}", humantime::format_duration(min_skew)),
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "0s", "must be positive"));
         }
@@ -714,6 +735,8 @@ mod tests {
             (vec![("request_timeout", "soon")], "request_timeout"),
             (vec![("sync", "sometimes")], "sync"),
             (vec![("speculative_retry", "99p")], "speculative_retry"),
+            (vec![("max_clock_skew", "500ms")], "max_clock_skew"),
+            (vec![("max_clock_skew", "a while")], "max_clock_skew"),
             (vec![("node_id", "a b")], "node_id"),
             (vec![("seeds", "host-without-port")], "seeds"),
             (vec![("listen_http", "nowhere")], "listen_http"),

@@ -174,11 +174,17 @@ impl RunningNode {
             (Some(_), Some(s)) => s,
             (Some(_), None) => NodeState::Normal,
         };
+        // Never below an earlier run's, whatever the clock says now.
+        let generation = crate::membership::generation::next_generation(&config.data_dir, now_ms())
+            .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let info = pb::MemberInfo {
             node_id: config.node_id.clone(),
             zone: config.zone.clone(),
             state: initial.to_proto() as i32,
-            generation: now_ms(),
+            generation,
             tokens: persisted.clone().unwrap_or_default(),
             internode_addr: adv(internode_a),
             client_grpc_addr: adv(grpc_a),
@@ -284,13 +290,19 @@ impl RunningNode {
         if writer != config.node_id {
             tracing::info!(%writer, "the last stop was not clean: minting versions under a new writer id");
         }
-        let replica = Arc::new(Replica::new(
-            &config.node_id,
-            &writer,
-            store,
-            hints,
-            metrics.clone(),
-        ));
+        // LWW timestamps never go back across restarts (`version::hlc`).
+        let hlc = match config.conflict_mode {
+            crate::config::ConflictMode::Lww => {
+                let path = config.data_dir.join(HLC_FILE);
+                crate::version::Hlc::persistent(&path, Arc::new(ringkv_engine::SystemClock))
+                    .map_err(|source| NodeError::DataDir { path, source })?
+            }
+            crate::config::ConflictMode::Causal => crate::version::Hlc::new(),
+        };
+        let replica = Arc::new(
+            Replica::new(&config.node_id, &writer, store, hints, metrics.clone())
+                .with_clock(hlc, config.max_clock_skew),
+        );
         let topology = Arc::new(SharedTopology::default());
         topology.set(Topology::with_replication(
             membership.view(),
@@ -370,6 +382,7 @@ impl RunningNode {
         };
 
         let internode = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::internode_span(&config.node_id))
             .add_service(
                 pb::internode_server::InternodeServer::new(InternodeService {
                     state: state.clone(),
@@ -396,6 +409,7 @@ impl RunningNode {
             .build_v1alpha()
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::request_span(&config.node_id))
             .add_service(
                 pb::key_value_server::KeyValueServer::new(KeyValueService {
                     state: state.clone(),
@@ -416,8 +430,12 @@ impl RunningNode {
         let http_l = http_l.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let http = axum::serve(http_l, crate::api::http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx));
+        let router =
+            crate::api::http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::<str>::from(config.node_id.as_str()),
+                crate::telemetry::http_span,
+            ));
+        let http = axum::serve(http_l, router).with_graceful_shutdown(stopped(stop_rx));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http.await {
                 tracing::error!(error = %e, "HTTP server failed");
@@ -511,6 +529,9 @@ impl RunningNode {
 
 /// Where a node publishes its bound addresses (for `ringkv local` and tests).
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// The persisted ceiling of the hybrid logical clock (LWW mode).
+const HLC_FILE: &str = "hlc_ceiling";
 
 fn write_endpoints(config: &Config, addrs: &BoundAddrs) {
     let body = serde_json::json!({

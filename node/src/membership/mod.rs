@@ -7,6 +7,7 @@
 //! phi-accrual failure detector), behind a socket that authenticates and
 //! bounds every datagram ([`guard`]).
 
+pub mod generation;
 mod gossip;
 pub mod guard;
 mod udp;

@@ -37,11 +37,26 @@ pub enum StorageError {
     Corrupt(String),
     #[error("storage task failed: {0}")]
     Task(String),
+    /// An LWW record from a node whose clock runs ahead of this one's.
+    #[error(
+        "refused: the record's hybrid-clock timestamp is {ahead_ms} ms ahead of this node's clock (max_clock_skew = {}); check the nodes' clock synchronisation (NTP)",
+        humantime::format_duration(*max)
+    )]
+    ClockSkew {
+        ahead_ms: u64,
+        max: std::time::Duration,
+    },
+    /// The hybrid clock's persisted ceiling could not be written.
+    #[error("hybrid clock: cannot persist its ceiling: {0}")]
+    Clock(std::io::Error),
 }
 
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
-        tonic::Status::internal(e.to_string())
+        match e {
+            StorageError::ClockSkew { .. } => tonic::Status::failed_precondition(e.to_string()),
+            e => tonic::Status::internal(e.to_string()),
+        }
     }
 }
 
