@@ -1,4 +1,5 @@
-//! The Admin service (operator and `ringkv status|drain`).
+//! The Admin service (the operator and `ringkv status|drain|decommission|
+//! repair|cleanup|removenode`).
 
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
         uptime_ms: state.started.elapsed().as_millis() as u64,
         pending_hints_by_node: state.replica.hints().pending().into_iter().collect(),
         join: state.moves.join_status(),
+        cleanup: Some(state.cleanup.status()),
+        removal: Some(state.remover.status()),
+        removed_nodes: state.remover.removed_nodes(),
     }
 }
 
@@ -88,6 +92,31 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RepairResponse>, Status> {
         let (started, repair_id) = self.state.repair.start();
         Ok(Response::new(pb::RepairResponse { started, repair_id }))
+    }
+
+    async fn cleanup(
+        &self,
+        _req: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        let (started, cleanup_id) = self
+            .state
+            .cleanup
+            .start()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::CleanupResponse {
+            started,
+            cleanup_id,
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let status = self.state.remover.remove(&req.into_inner().node_id)?;
+        Ok(Response::new(pb::RemoveNodeResponse {
+            status: Some(status),
+        }))
     }
 
     async fn drain(

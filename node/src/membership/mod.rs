@@ -7,8 +7,10 @@
 //! phi-accrual failure detector).
 
 mod gossip;
+pub mod removal;
 
 pub use gossip::{GossipOptions, Membership, MembershipError};
+pub use removal::Removal;
 
 use std::sync::Arc;
 
