@@ -509,6 +509,16 @@ impl<'a> Planner<'a> {
         if let Some(p) = self.expand() {
             return p;
         }
+        // A decommission victim gone for good can only be replaced (the
+        // decommission then goes on with the new node); any other
+        // replacement waits for the decommission in flight.
+        let victim = self.prev.decommission.as_ref().map(|d| d.node.clone());
+        if victim.is_some()
+            && self.replacing_node() == victim
+            && let Some(p) = self.replace()
+        {
+            return p;
+        }
         if let Some(p) = self.continue_decommission() {
             return p;
         }

@@ -86,6 +86,14 @@ impl Planner<'_> {
         Some(self.removing(progress))
     }
 
+    /// The node being replaced, or asked to be.
+    pub(super) fn replacing_node(&self) -> Option<String> {
+        match &self.replace {
+            Some(r) => Some(r.node.clone()),
+            None => self.replace_requested().map(|(_, pod, _)| pod),
+        }
+    }
+
     /// The first expected pod asked to be replaced: (zone, pod, why).
     fn replace_requested(&self) -> Option<(usize, String, &'static str)> {
         self.expected_pods().into_iter().find_map(|(z, pod)| {

@@ -339,3 +339,53 @@ fn a_lost_volume_triggers_a_replacement_and_a_never_joined_pod_skips_the_removal
     );
     assert_eq!(p.replace.unwrap().phase, "Recreating");
 }
+
+#[test]
+fn a_decommission_victim_gone_for_good_is_replaced_then_decommissioned() {
+    let mut w = World::new(&[2, 1, 1]);
+    w.spec.replicas = 3;
+    let victim = "kv-zone-a-1";
+    in_flight(&mut w, victim, "zone-a");
+    w.nodes.insert(
+        victim.into(),
+        NodeObservation::Unreachable("refused".into()),
+    );
+    ring_view(&mut w, &PODS, victim, NodeState::Leaving);
+    // Unreachable mid-decommission: it waits for the node.
+    let p = w.plan();
+    assert!(matches!(
+        p.activity,
+        Activity::Waiting {
+            reason: "DecommissionNodeUnreachable",
+            ..
+        }
+    ));
+    // Its volume is lost: replaced first.
+    w.pods.insert(victim.into(), pod_with_uid("old", true));
+    let p = w.plan();
+    assert_eq!(
+        p.admin,
+        Some(AdminCall::RemoveNode {
+            via: "kv-zone-a-0".into(),
+            node: victim.into()
+        })
+    );
+    assert!(p.decommission.is_some(), "the decommission stays recorded");
+    // Another node's replacement waits for the decommission instead.
+    let mut w = World::new(&[2, 1, 1]);
+    w.spec.replicas = 3;
+    in_flight(&mut w, victim, "zone-a");
+    leaving(&mut w, victim, DecommissionPhase::Streaming, 2);
+    w.pods.insert("kv-zone-b-0".into(), pod_with_uid("p", true));
+    w.nodes.insert(
+        "kv-zone-b-0".into(),
+        NodeObservation::Unreachable("refused".into()),
+    );
+    let p = w.plan();
+    assert!(
+        matches!(p.admin, Some(AdminCall::Decommission { .. })),
+        "{:?}",
+        p.admin
+    );
+    assert_eq!(p.replace, None);
+}
