@@ -101,6 +101,20 @@ impl GetResult {
     }
 }
 
+/// A TTL as the server takes it: whole milliseconds, 0 = no expiry (what
+/// `Duration::ZERO` means too). Anything finer than 1 ms is refused here as
+/// the HTTP API refuses it, never rounded to 0 (which would never expire).
+fn ttl_ms(ttl: Option<Duration>) -> Result<u64, ClientError> {
+    let Some(d) = ttl else { return Ok(0) };
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ClientError::InvalidArgument(format!(
+            "ttl {d:?} is not a whole number of milliseconds (TTLs have 1ms resolution)"
+        )));
+    }
+    u64::try_from(d.as_millis())
+        .map_err(|_| ClientError::InvalidArgument(format!("ttl {d:?} is too large")))
+}
+
 /// Options of a put.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -297,7 +311,7 @@ impl Client {
     ) -> Result<PutResult, ClientError> {
         let key = Bytes::copy_from_slice(key.as_ref());
         let value: Bytes = value.into();
-        let ttl_ms = opts.ttl.map(|d| d.as_millis().max(1) as u64).unwrap_or(0);
+        let ttl_ms = ttl_ms(opts.ttl)?;
         let resp = self
             .call(&key, |mut kv| {
                 let req = pb::PutRequest {

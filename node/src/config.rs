@@ -95,6 +95,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// File holding the cluster's gossip secret (one key per line; the
+    /// first signs, all verify). Unset: gossip is not authenticated.
+    pub gossip_secret_file: Option<PathBuf>,
 }
 
 /// Every field's name, in the order of docs/node-config.md.
@@ -127,6 +130,7 @@ pub const FIELDS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_ca",
+    "gossip_secret_file",
 ];
 
 /// Command-line flags (each also read from `RINGKV_<FIELD>`). Everything is
@@ -204,6 +208,9 @@ pub struct Args {
     pub tls_key: Option<String>,
     #[arg(long, env = "RINGKV_TLS_CA")]
     pub tls_ca: Option<String>,
+    /// File with the cluster's gossip secret (one key per line).
+    #[arg(long, env = "RINGKV_GOSSIP_SECRET_FILE")]
+    pub gossip_secret_file: Option<String>,
 }
 
 impl Args {
@@ -237,6 +244,7 @@ impl Args {
             "tls_cert" => self.tls_cert.as_ref(),
             "tls_key" => self.tls_key.as_ref(),
             "tls_ca" => self.tls_ca.as_ref(),
+            "gossip_secret_file" => self.gossip_secret_file.as_ref(),
             _ => None,
         }
     }
@@ -411,6 +419,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            gossip_secret_file: None,
         }
     }
 
@@ -540,6 +549,7 @@ impl Config {
         c.tls_cert = get("tls_cert").map(PathBuf::from);
         c.tls_key = get("tls_key").map(PathBuf::from);
         c.tls_ca = get("tls_ca").map(PathBuf::from);
+        c.gossip_secret_file = get("gossip_secret_file").map(|v| PathBuf::from(v.trim()));
         c.validate()?;
         Ok(c)
     }
@@ -676,6 +686,26 @@ mod tests {
             let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
             assert!(e.contains(&format!("`{field}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn the_gossip_secret_file_is_a_path_and_unset_by_default() {
+        let c = Config::from_raw(&raw(&[("node_id", "a")])).unwrap();
+        assert_eq!(c.gossip_secret_file, None);
+        let c = Config::from_raw(&raw(&[
+            ("node_id", "a"),
+            ("gossip_secret_file", " /etc/ringkv/gossip/secret "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.gossip_secret_file,
+            Some(PathBuf::from("/etc/ringkv/gossip/secret"))
+        );
+        // A missing file is refused at start, naming the file.
+        let e = crate::membership::GossipSecret::load(Path::new("/nonexistent/secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/secret"), "{e}");
     }
 
     #[test]

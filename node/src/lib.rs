@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod fuzzing;
 pub mod membership;
 pub mod metrics;
 pub mod node;
@@ -24,8 +25,11 @@ pub use transport::{Fault, FaultInjector};
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Chitchat warns on every payload it cannot decode; the gossip
+        // guard already counts and logs those, rate-limited.
+        tracing_subscriber::EnvFilter::new("info,chitchat::transport::udp=error")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

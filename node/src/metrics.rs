@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// get | put | delete
     pub op: &'static str,
-    /// one | quorum | all | <n> | default | invalid (a closed set)
+    /// one | quorum | all | 0..9 | 10+ | default | invalid (a closed set)
     pub consistency: &'static str,
     /// ok | not_found | invalid | quorum_failed | unavailable | error
     pub outcome: &'static str,
@@ -21,6 +21,11 @@ pub struct RequestLabels {
 pub struct OpLabels {
     pub op: &'static str,
     pub consistency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +51,7 @@ pub struct Metrics {
     pub forwarded_writes: Counter,
     pub late_forwards_refused: Counter,
     pub internode_errors: Counter,
+    pub peers_suspected: Counter,
     pub members_alive: Gauge,
     pub members_total: Gauge,
     pub sloppy_writes: Counter,
@@ -62,6 +68,10 @@ pub struct Metrics {
     pub repair_last_completed_seconds: Gauge,
     pub stream_keys: Counter,
     pub stream_bytes: Counter,
+    pub undecodable_records: Counter,
+    pub gossip_dropped: Family<ReasonLabel, Counter>,
+    pub gossip_accepted: Counter,
+    pub gossip_implausible: Gauge,
     engine: EngineMetrics,
 }
 
@@ -113,6 +123,12 @@ impl Metrics {
             speculative_reads.clone(),
         );
         let internode_errors = Counter::default();
+        let peers_suspected = Counter::default();
+        registry.register(
+            "peers_suspected",
+            "Times a peer's requests kept failing and requests were routed around it (circuit breaker)",
+            peers_suspected.clone(),
+        );
         let members_alive = Gauge::default();
         let members_total = Gauge::default();
         registry.register(
@@ -239,6 +255,30 @@ impl Metrics {
             "Record bytes streamed for join and decommission",
             stream_bytes.clone(),
         );
+        let undecodable_records = Counter::default();
+        registry.register(
+            "undecodable_records",
+            "Stored records that did not decode: skipped by reads, repair and streaming (see the log)",
+            undecodable_records.clone(),
+        );
+        let gossip_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped before decoding, by reason",
+            gossip_dropped.clone(),
+        );
+        let gossip_accepted = Counter::default();
+        registry.register(
+            "gossip_accepted",
+            "Gossip datagrams that passed every check and were decoded",
+            gossip_accepted.clone(),
+        );
+        let gossip_implausible = Gauge::default();
+        registry.register(
+            "gossip_implausible_incarnations",
+            "Incarnations gossip names with a start time too far in the future (ignored)",
+            gossip_implausible.clone(),
+        );
         let engine = EngineMetrics::default();
         registry.register(
             "engine_level_files",
@@ -286,6 +326,7 @@ impl Metrics {
             forwarded_writes,
             late_forwards_refused,
             internode_errors,
+            peers_suspected,
             members_alive,
             members_total,
             sloppy_writes,
@@ -302,6 +343,10 @@ impl Metrics {
             repair_last_completed_seconds,
             stream_keys,
             stream_bytes,
+            undecodable_records,
+            gossip_dropped,
+            gossip_accepted,
+            gossip_implausible,
         }
     }
 

@@ -196,6 +196,13 @@ impl RunningNode {
                 interval: config.gossip_interval,
                 phi_threshold: config.phi_threshold,
                 faults: Some(faults.clone()),
+                secret: match &config.gossip_secret_file {
+                    Some(p) => Some(
+                        crate::membership::GossipSecret::load(p)
+                            .map_err(|e| NodeError::Membership(MembershipError::Secret(e)))?,
+                    ),
+                    None => None,
+                },
             },
         )
         .await?;
@@ -259,7 +266,8 @@ impl RunningNode {
             faults.clone(),
             config.request_timeout,
             frame_limit,
-        );
+        )
+        .with_metrics(metrics.clone());
         let writer =
             crate::replica::writer::writer_id(&config.data_dir, &config.node_id, start, now_ms())
                 .map_err(|source| NodeError::DataDir {
@@ -333,6 +341,7 @@ impl RunningNode {
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
             topology.clone(),
+            client.clone(),
             config.n as usize,
             metrics.clone(),
             stop_rx.clone(),
@@ -615,13 +624,28 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
 async fn follow_membership(
     membership: Membership,
     topology: Arc<SharedTopology>,
+    client: InternodeClient,
     n: usize,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = membership.subscribe();
+    let mut seen: std::collections::HashMap<String, (bool, u64)> = Default::default();
     loop {
         let view = rx.borrow_and_update().clone();
+        // A peer gossip hears from again, or that restarted, starts with a
+        // clean circuit breaker: its old failures say nothing about it now.
+        for m in &view.members {
+            let now = (m.alive, m.generation);
+            match seen.insert(m.node_id.clone(), now) {
+                Some((was_alive, generation))
+                    if m.alive && (!was_alive || generation != m.generation) =>
+                {
+                    client.forgive(&m.node_id);
+                }
+                _ => {}
+            }
+        }
         metrics.members_total.set(view.members.len() as i64);
         metrics
             .members_alive

@@ -49,6 +49,41 @@ impl RateLimiter {
     }
 }
 
+/// Lets a repeated log line through at most once per period, and says how
+/// many were held back (so a flood of bad input cannot flood the log).
+#[derive(Debug)]
+pub struct LogEvery {
+    period: Duration,
+    /// (last allowed, suppressed since).
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogEvery {
+    pub fn new(period: Duration) -> LogEvery {
+        LogEvery {
+            period,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when this occurrence may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut st = self.state.lock();
+        match st.0 {
+            Some(last) if now.duration_since(last) < self.period => {
+                st.1 = st.1.saturating_add(1);
+                None
+            }
+            _ => {
+                let suppressed = st.1;
+                *st = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +100,16 @@ mod tests {
         assert!(e >= Duration::from_millis(450), "{e:?}");
         let u = RateLimiter::new(0);
         u.acquire(1 << 40).await;
+    }
+
+    #[test]
+    fn log_every_lets_one_through_per_period_and_counts_the_rest() {
+        let l = LogEvery::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        let l = LogEvery::new(Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
     }
 }

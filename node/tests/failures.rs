@@ -403,3 +403,116 @@ async fn join_a_fourth_node_then_decommission_one_keeps_every_key() {
     let _ = pb::Record::default().encoded_len();
     c.stop().await;
 }
+
+/// A partial partition: nodes 0-1 and 3-4 cannot reach each other, yet
+/// gossip (relayed, here left intact) calls everyone alive, so requests
+/// across the cut hang until their timeout. After a few failures the
+/// per-peer circuit breaker routes around the unreachable replicas (sloppy
+/// substitutes and hints) and writes are fast again; after the heal a probe
+/// closes it and the hints reach their owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_requests_hang_is_routed_around_while_gossip_calls_it_alive() {
+    let c = Cluster::start(5, |cfg| {
+        cfg.request_timeout = Duration::from_secs(1);
+        cfg.sync = ringkv_node::config::SyncMode::Never;
+    })
+    .await;
+    let id = |i: usize| c.nodes[i].node_id().to_string();
+    // A black hole (requests hang past the timeout), gossip untouched.
+    for a in [0, 1] {
+        for b in [3, 4] {
+            c.faults.set(
+                &id(a),
+                &id(b),
+                ringkv_node::Fault::Delay(Duration::from_secs(60)),
+            );
+            c.faults.set(
+                &id(b),
+                &id(a),
+                ringkv_node::Fault::Delay(Duration::from_secs(60)),
+            );
+        }
+    }
+    assert!(all_alive(&c).await, "gossip still calls everyone alive");
+    // Keys whose replicas include node 3 or 4.
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("bridge-{i}"))
+        .filter(|k| {
+            let r = c.replicas(k.as_bytes());
+            r.contains(&id(3)) || r.contains(&id(4))
+        })
+        .take(160)
+        .collect();
+    assert_eq!(keys.len(), 160);
+    // Each node learns on its own: a few requests across the cut time out
+    // (failed or slow writes) until its breakers trip.
+    let mut kv0 = c.kv(0).await;
+    let mut kv1 = c.kv(1).await;
+    for k in &keys[..40] {
+        let _ = put(&mut kv0, k, "v", "").await;
+        let _ = put(&mut kv1, k, "v", "").await;
+    }
+    let suspects = |i: usize| c.nodes[i].coordinator.suspects();
+    for i in [0, 1] {
+        let s = suspects(i);
+        assert!(
+            s.contains(&id(3)) && s.contains(&id(4)),
+            "node-{i} still sends to the cut peers: {s:?}"
+        );
+    }
+    // From then on no write through either side waits for a timeout: the
+    // cut replicas are replaced by substitutes (hints), even while the
+    // breakers probe them in the background.
+    let mut slow = Vec::new();
+    for (i, k) in keys[40..].iter().enumerate() {
+        let kv = if i % 2 == 0 { &mut kv0 } else { &mut kv1 };
+        let t = Instant::now();
+        let res = put(kv, k, "v", "").await;
+        if res.is_err() || t.elapsed() > Duration::from_millis(400) {
+            slow.push((
+                k.clone(),
+                t.elapsed(),
+                res.err().map(|e| e.message().to_string()),
+            ));
+        }
+    }
+    assert!(
+        slow.len() <= 2,
+        "{} of 120 writes waited for a timeout or failed: {slow:?}",
+        slow.len()
+    );
+    assert!(
+        c.nodes[0]
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l.starts_with("ringkv_peers_suspected_total ") && !l.ends_with(" 0"))
+    );
+
+    // Heal: probes close the breakers, the hints drain, every key is on its
+    // home replicas again.
+    c.faults.heal();
+    eventually(LONG, "hints to drain", || async {
+        c.nodes
+            .iter()
+            .all(|n| n.replica.hints().pending_total() == 0)
+    })
+    .await;
+
+    for k in &keys[40..] {
+        for r in c.replicas(k.as_bytes()) {
+            assert_eq!(
+                c.local_values(c.index_of(&r), k.as_bytes()).await,
+                vec![b"v".to_vec()],
+                "{k} on {r}"
+            );
+        }
+    }
+    eventually(LONG, "the breakers to close", || async {
+        // Traffic to the healed peers is what closes a breaker.
+        let _ = put(&mut c.kv(0).await, "probe", "p", "").await;
+        c.nodes[0].coordinator.suspects().is_empty()
+    })
+    .await;
+    c.stop().await;
+}

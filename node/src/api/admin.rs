@@ -59,6 +59,13 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
         uptime_ms: state.started.elapsed().as_millis() as u64,
         pending_hints_by_node: state.replica.hints().pending().into_iter().collect(),
         join: state.moves.join_status(),
+        undecodable_records: state.replica.store().undecodable_records(),
+        gossip_dropped: state
+            .membership
+            .gossip_dropped()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         cleanup: Some(state.cleanup.status()),
         removal: Some(state.remover.status()),
         removed_nodes: state.remover.removed_nodes(),

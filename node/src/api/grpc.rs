@@ -111,10 +111,20 @@ impl KeyValue for KeyValueService {
         let started = Instant::now();
         let req = req.into_inner();
         let w = self.level("delete", &req.w, started)?;
+        // Without a context: what a read at the default R sees now.
+        let context = self
+            .state
+            .delete_context(&req.key, req.context)
+            .await
+            .map_err(|e| {
+                self.state
+                    .observe("delete", Ok(w), started, outcome_label(&e));
+                to_status(e)
+            })?;
         let wr = WriteRequest {
             key: req.key,
             value: None,
-            context: req.context,
+            context,
             ttl_ms: 0,
             w,
             deadline_unix_ms: 0,

@@ -5,7 +5,8 @@
 //!   `Accept: application/json` gets JSON for 200 too.
 //! - `PUT /v1/keys/{key}` with the raw value as body; `X-Version-Context`
 //!   from a previous GET; `?w=`, `?ttl=30s` → 200 JSON `{context, acks}`.
-//! - `DELETE /v1/keys/{key}` with `X-Version-Context`, `?w=` → 200 JSON `{acks}`.
+//! - `DELETE /v1/keys/{key}` with `X-Version-Context`, `?w=` → 200 JSON `{acks}`;
+//!   without a context it deletes what a default-quorum read sees now.
 //! - `?r=` / `?w=`: `one | quorum | all | <n>`. Keys are the percent-decoded
 //!   path after `/v1/keys/` (they may contain `/`).
 //! - Errors: JSON `{"error": code, "message": text}` with 400 (bad input),
@@ -163,26 +164,39 @@ fn context_of(headers: &HeaderMap, q: &HashMap<String, String>) -> Result<String
     }
 }
 
-/// `ttl=30s` (humantime) or `ttl=30` (seconds) → milliseconds.
-fn ttl_of(q: &HashMap<String, String>) -> Result<u64, Response> {
-    let Some(t) = q.get("ttl").map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+/// `ttl=30` (seconds) or `ttl=30s` / `1500ms` / `1h30m` (humantime) →
+/// milliseconds, the resolution of expiry. `0`, `0s` and `0ms` all mean no
+/// expiry (as `ttl_ms: 0` over gRPC). A TTL that is not a whole number of
+/// milliseconds (`1ns`, `1500us`) is refused rather than rounded: rounding
+/// down to 0 would silently never expire.
+pub fn parse_ttl(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    if t.is_empty() {
         return Ok(0);
+    }
+    let d = match t.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(t).map_err(|e| {
+            format!(
+                "invalid ttl {t:?}: {e}; use seconds or e.g. 30s, 500ms, 5m, 1h (0 = no expiry)"
+            )
+        })?,
     };
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_ttl", m);
-    if let Ok(secs) = t.parse::<u64>() {
-        return secs
-            .checked_mul(1000)
-            .ok_or_else(|| bad(format!("ttl {t} is too large")));
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!(
+            "ttl {t:?} is not a whole number of milliseconds; TTLs have 1ms resolution (the smallest is 1ms, 0 means no expiry)"
+        ));
     }
-    let d = humantime::parse_duration(t).map_err(|e| {
-        bad(format!(
-            "invalid ttl {t:?}: {e}; use seconds or e.g. 30s, 5m, 1h"
-        ))
-    })?;
-    if d.is_zero() {
-        return Err(bad("ttl must be positive".into()));
+    let ms = d.as_millis();
+    if ms > crate::coordinator::validate::MAX_TTL_MS as u128 {
+        return Err(format!("ttl {t:?} is more than 100 years"));
     }
-    Ok(d.as_millis().min(u64::MAX as u128) as u64)
+    Ok(ms as u64)
+}
+
+fn ttl_of(q: &HashMap<String, String>) -> Result<u64, Response> {
+    parse_ttl(q.get("ttl").map(|s| s.as_str()).unwrap_or(""))
+        .map_err(|m| error(StatusCode::BAD_REQUEST, "invalid_ttl", m))
 }
 
 fn wants_json(headers: &HeaderMap, q: &HashMap<String, String>) -> bool {
@@ -423,6 +437,14 @@ async fn delete_key(
         Ok(w) => w,
         Err(resp) => return resp,
     };
+    // Without a context: what a read at the default R sees now.
+    let ctx = match s.delete_context(&key, ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            s.observe("delete", Ok(w), started, outcome_label(&e));
+            return coord_error(e);
+        }
+    };
     let req = WriteRequest {
         key,
         value: None,
@@ -464,6 +486,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 
 async fn metrics(State(s): State<ApiState>) -> Response {
     s.metrics.observe_engine(&s.replica.store().stats());
+    s.refresh_metrics();
     (
         StatusCode::OK,
         [(
@@ -485,5 +508,22 @@ mod tests {
         assert_eq!(percent_decode("%ff").unwrap(), vec![0xff]);
         assert!(percent_decode("%zz").is_none());
         assert!(percent_decode("%2").is_none());
+    }
+
+    #[test]
+    fn ttl_zero_means_no_expiry_in_every_spelling_and_sub_ms_is_refused() {
+        for zero in ["", "0", "0s", "0ms", " 0 "] {
+            assert_eq!(parse_ttl(zero), Ok(0), "{zero:?}");
+        }
+        assert_eq!(parse_ttl("30"), Ok(30_000));
+        assert_eq!(parse_ttl("30s"), Ok(30_000));
+        assert_eq!(parse_ttl("1ms"), Ok(1));
+        assert_eq!(parse_ttl("1h 30m"), Ok(5_400_000));
+        assert_eq!(parse_ttl("2000us"), Ok(2));
+        for bad in ["1ns", "999us", "1500us", "-1", "soon", "1.5", "200years"] {
+            let e = parse_ttl(bad).unwrap_err();
+            assert!(e.contains("ttl"), "{bad:?}: {e}");
+        }
+        assert!(parse_ttl("1ns").unwrap_err().contains("1ms"));
     }
 }

@@ -111,6 +111,43 @@ pub fn outcome_label(e: &CoordError) -> &'static str {
 }
 
 impl ApiState {
+    /// The context a client delete (HTTP and gRPC) is written with. With
+    /// a context it supersedes exactly the versions that context saw.
+    /// Without one it deletes what a read at the default read quorum sees
+    /// now (as Riak's delete does): a context-less tombstone used to be only
+    /// a sibling, and the value stayed readable. A value written
+    /// concurrently with that read survives as a sibling, never lost.
+    pub async fn delete_context(
+        &self,
+        key: &bytes::Bytes,
+        context: String,
+    ) -> Result<String, CoordError> {
+        if !context.trim().is_empty() {
+            return Ok(context);
+        }
+        Ok(self.coord.get(key.clone(), None).await?.context)
+    }
+
+    /// Copies what other layers count into the metrics, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        m.undecodable_records.inner().store(
+            self.replica.store().undecodable_records(),
+            Ordering::Relaxed,
+        );
+        for (reason, n) in self.membership.gossip_dropped() {
+            m.gossip_dropped
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .inner()
+                .store(n, Ordering::Relaxed);
+        }
+        m.gossip_accepted
+            .inner()
+            .store(self.membership.gossip_accepted(), Ordering::Relaxed);
+        m.gossip_implausible
+            .set(self.membership.implausible_incarnations() as i64);
+    }
+
     /// Records a finished request in the metrics (`level`: the parsed
     /// consistency level, `Err` when it did not parse).
     pub fn observe(

@@ -25,8 +25,12 @@ use crate::membership::Member;
 use crate::metrics::{Metrics, OnlyOp};
 use crate::replica::Replica;
 use crate::ring::{SharedTopology, Topology, WritePlan};
-use crate::transport::InternodeClient;
+use crate::transport::{InternodeClient, TransportError};
 use crate::version::{DvvSet, LwwValue, Record, Value, VersionVector};
+
+/// How much longer than the transport the coordinator waits for a remote
+/// call, so the transport's own timeout (which feeds the breaker) fires first.
+const SLACK: Duration = Duration::from_millis(250);
 
 /// Hops a forwarded write may take; a node it then reaches coordinates it
 /// (sloppily if it is no replica), so disagreeing rings cannot loop it.
@@ -139,6 +143,11 @@ impl Coordinator {
         self.topology.get()
     }
 
+    /// Peers the request path currently routes around (circuit breaker).
+    pub fn suspects(&self) -> Vec<String> {
+        self.client.suspects()
+    }
+
     /// Reads one replica, locally or over the network.
     async fn read_replica(
         self: &Arc<Self>,
@@ -238,6 +247,13 @@ impl Coordinator {
             let key = key.clone();
             async move {
                 let t = std::time::Instant::now();
+                // A remote read is bounded by the transport (which tells the
+                // peer's breaker); the deadline here is a safety net.
+                let deadline = if m.node_id == this.me {
+                    deadline
+                } else {
+                    deadline + SLACK
+                };
                 let res = match tokio::time::timeout_at(deadline, this.read_replica(&m, key)).await
                 {
                     Ok(r) => r,
@@ -336,6 +352,12 @@ impl Coordinator {
         Ok(outcome)
     }
 
+    /// Whether requests should go to `m`: gossip hears from it and requests
+    /// to it have not kept failing (the per-peer circuit breaker).
+    fn usable(&self, m: &Member) -> bool {
+        m.node_id == self.me || (m.alive && !self.client.is_suspect(&m.node_id))
+    }
+
     /// The replicas of a read in the order to ask them: this node, then the
     /// ones gossip believes alive from a rotating start, then the others.
     fn read_order(&self, replicas: &[Arc<Member>]) -> Vec<Arc<Member>> {
@@ -346,7 +368,7 @@ impl Coordinator {
             .collect();
         let mut alive: Vec<Arc<Member>> = replicas
             .iter()
-            .filter(|m| m.node_id != self.me && m.alive)
+            .filter(|m| m.node_id != self.me && self.usable(m))
             .cloned()
             .collect();
         if !alive.is_empty() {
@@ -360,7 +382,7 @@ impl Coordinator {
         order.extend(
             replicas
                 .iter()
-                .filter(|m| m.node_id != self.me && !m.alive)
+                .filter(|m| m.node_id != self.me && !self.usable(m))
                 .cloned(),
         );
         order
@@ -503,7 +525,11 @@ impl Coordinator {
         // Alive replicas first, starting at a rotating offset: with zones the
         // primaries are uneven (tokens balance per zone), so always picking
         // the primary would skew coordination load.
-        let mut order: Vec<&Member> = replicas.iter().filter(|m| m.alive).map(|m| &**m).collect();
+        let mut order: Vec<&Member> = replicas
+            .iter()
+            .filter(|m| self.usable(m))
+            .map(|m| &**m)
+            .collect();
         if !order.is_empty() {
             let k = self
                 .forward_rr
@@ -511,7 +537,7 @@ impl Coordinator {
                 % order.len();
             order.rotate_left(k);
         }
-        order.extend(replicas.iter().filter(|m| !m.alive).map(|m| &**m));
+        order.extend(replicas.iter().filter(|m| !self.usable(m)).map(|m| &**m));
         let mut errors = Vec::new();
         for m in order {
             let pb_req = pb::CoordinateWriteRequest {
@@ -523,17 +549,28 @@ impl Coordinator {
                 hops: hops + 1,
                 deadline_unix_ms: give_up_ms,
             };
-            let call = self
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self
                 .client
-                .coordinate(&m.node_id, &m.internode_addr, pb_req);
-            match tokio::time::timeout_at(deadline, call).await {
-                Ok(Ok(resp)) => {
+                .coordinate(&m.node_id, &m.internode_addr, pb_req, left)
+                .await
+            {
+                Ok(resp) => {
                     return Ok(WriteOutcome {
                         context: resp.context,
                         acks: resp.acks,
                     });
                 }
-                Ok(Err(e)) => {
+                Err(TransportError::Timeout { .. }) => {
+                    self.metrics.internode_errors.inc();
+                    errors.push(format!(
+                        "{} did not answer within {:?}",
+                        m.node_id,
+                        self.settings.timeout / 2
+                    ));
+                    break;
+                }
+                Err(e) => {
                     self.metrics.internode_errors.inc();
                     if e.not_delivered() {
                         errors.push(e.to_string());
@@ -550,14 +587,6 @@ impl Coordinator {
                         });
                     }
                     errors.push(format!("{e} (the write may have been applied there)"));
-                    break;
-                }
-                Err(_) => {
-                    errors.push(format!(
-                        "{} did not answer within {:?}",
-                        m.node_id,
-                        self.settings.timeout / 2
-                    ));
                     break;
                 }
             }
@@ -611,11 +640,9 @@ impl Coordinator {
                         Record::Causal(DvvSet::update(&local, &ctx2, &w, value))
                     })
                     .await?;
-                let counter = match &appended.0 {
-                    Record::Causal(d) => d.counter_of(&writer),
-                    Record::Lww(_) => 0,
-                };
-                let context = ctx.with(&writer, counter).encode();
+                // What the client's context saw (as far as the record kept
+                // it) plus the new dot, small enough to be accepted back.
+                let context = appended.0.write_context(&ctx, &writer).encode();
                 (appended, context)
             }
             ConflictMode::Lww => {
@@ -647,12 +674,15 @@ impl Coordinator {
                 local_hints.push(r.node_id.clone());
                 continue;
             }
-            if r.alive {
+            if self.usable(r) {
                 sends.push((r.clone(), None));
                 continue;
             }
-            let subs =
-                substitutes.get_or_insert_with(|| topo.substitutes(&req.key, &used).into_iter());
+            let subs = substitutes.get_or_insert_with(|| {
+                let mut s = topo.substitutes(&req.key, &used);
+                s.retain(|m| !self.client.is_suspect(&m.node_id));
+                s.into_iter()
+            });
             match subs.next() {
                 Some(s) => {
                     used.push(s.node_id.clone());
@@ -668,7 +698,7 @@ impl Coordinator {
             if p.node_id == self.me {
                 continue;
             }
-            if p.alive {
+            if self.usable(p) {
                 sends.push((p.clone(), None));
                 pending_sent += 1;
             } else {
@@ -693,7 +723,9 @@ impl Coordinator {
         for (m, hint_for) in sends {
             let this = self.clone();
             let (key, rec) = (req.key.clone(), record.clone());
-            let timeout = self.settings.timeout;
+            // The transport gives up (and tells the peer's breaker) at the
+            // request timeout; this is only a safety net behind it.
+            let timeout = self.settings.timeout + SLACK;
             inflight.push(Box::pin(async move {
                 let owner = hint_for.clone().unwrap_or_else(|| m.node_id.clone());
                 let call = this.write_replica_as(&m, key.clone(), rec.clone(), hint_for);

@@ -10,25 +10,39 @@
 //! Chitchat forgets dead nodes after a grace period; the ring must not (a
 //! node down for a day still owns its ranges until it is decommissioned), so
 //! the view keeps every member it has ever seen, marked not alive.
+//!
+//! Every datagram passes [`super::udp`] first (cluster secret, replay
+//! window, size and decompression bounds). What gossip says is still only
+//! believed when plausible: an incarnation whose generation (its start time,
+//! wall-clock ms) lies more than [`GENERATION_SKEW`] ahead of our clock is
+//! ignored, and of a node's incarnations the view prefers one it hears from
+//! and that has published its whole state. So a forged datagram naming a
+//! node with generation 2^62 cannot shadow the real node, and once a forger
+//! goes quiet the live incarnation wins again (issue 9, finding 2).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
 use chitchat::{
-    ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId, FailureDetectorConfig,
-    NodeState as GossipState, ProtocolVersion, spawn_chitchat,
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState as GossipState,
+    ProtocolVersion, spawn_chitchat,
 };
 use parking_lot::Mutex;
 use ringkv_proto::v1 as pb;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::guard::GossipSecret;
 use super::removal::{self, Removal, Removals};
+use super::udp::{GossipStats, GuardedTransport};
 use super::{Member, MembershipView, NodeState};
+use crate::ratelimit::LogEvery;
 use crate::transport::FaultInjector;
+
+/// How far ahead of our clock a generation (a start time) may be.
+pub const GENERATION_SKEW: Duration = Duration::from_secs(600);
 
 const CLUSTER_ID: &str = "ringkv";
 const K_ZONE: &str = "zone";
@@ -39,11 +53,14 @@ const K_GRPC: &str = "grpc";
 const K_HTTP: &str = "http";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MembershipError {
     #[error("cannot bind gossip socket {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
     #[error("advertise host {host:?} does not resolve: {reason}")]
     Advertise { host: String, reason: String },
+    #[error(transparent)]
+    Secret(#[from] super::guard::SecretError),
 }
 
 /// How to gossip.
@@ -57,6 +74,8 @@ pub struct GossipOptions {
     pub phi_threshold: f64,
     /// Test hook: gossip obeys the same partitions as internode calls.
     pub faults: Option<Arc<FaultInjector>>,
+    /// The cluster's gossip secret; `None` gossips unauthenticated.
+    pub secret: Option<GossipSecret>,
 }
 
 #[derive(Clone)]
@@ -87,6 +106,17 @@ struct Inner {
     heard: Mutex<BTreeMap<String, Removals>>,
     tx: watch::Sender<Arc<MembershipView>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    stats: Arc<GossipStats>,
+    /// Incarnations currently ignored as implausible (for metrics).
+    implausible: std::sync::atomic::AtomicU64,
+    implausible_log: LogEvery,
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn encode_tokens(t: &[u64]) -> String {
@@ -134,63 +164,6 @@ fn member_from_gossip(id: &ChitchatId, st: &GossipState, alive: bool) -> Option<
     })
 }
 
-/// Chitchat's UDP transport, with the test fault layer in front of it.
-struct FaultyTransport {
-    me: String,
-    faults: Option<Arc<FaultInjector>>,
-}
-
-struct FaultySocket {
-    me: String,
-    faults: Option<Arc<FaultInjector>>,
-    inner: Box<dyn Socket>,
-}
-
-#[async_trait::async_trait]
-impl Transport for FaultyTransport {
-    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let inner = UdpTransport.open(listen_addr).await?;
-        if self.faults.is_none() {
-            return Ok(inner);
-        }
-        Ok(Box::new(FaultySocket {
-            me: self.me.clone(),
-            faults: self.faults.clone(),
-            inner,
-        }))
-    }
-}
-
-#[async_trait::async_trait]
-impl Socket for FaultySocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        if let Some(f) = &self.faults
-            && f.gossip_dropped(&self.me, to, true)
-        {
-            return Ok(SendOutcome { num_bytes_sent: 0 });
-        }
-        self.inner.send(to, envelope).await
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        loop {
-            let out = self.inner.recv().await?;
-            match &self.faults {
-                Some(f) if f.gossip_dropped(&self.me, out.from_addr, false) => continue,
-                _ => return Ok(out),
-            }
-        }
-    }
-}
-
 async fn resolve_advertise(host: &str, port: u16) -> Result<SocketAddr, MembershipError> {
     // In Kubernetes the pod's own DNS name can lag its start by a moment.
     let mut last = String::new();
@@ -226,6 +199,7 @@ impl Membership {
         // Chitchat binds its own socket and needs its advertised address
         // first, so an ephemeral port is found by binding and releasing it.
         let mut attempts = 0;
+        let stats = Arc::new(GossipStats::default());
         let (handle, addr) = loop {
             attempts += 1;
             let listen = if opts.listen.port() == 0 {
@@ -261,9 +235,11 @@ impl Membership {
                 extra_liveness_predicate: None,
                 protocol_version: ProtocolVersion::V0,
             };
-            let transport = FaultyTransport {
+            let transport = GuardedTransport {
                 me: local.node_id.clone(),
+                secret: opts.secret.clone(),
                 faults: opts.faults.clone(),
+                stats: stats.clone(),
             };
             match spawn_chitchat(config, local_kvs(&local), &transport).await {
                 Ok(h) => break (h, listen),
@@ -292,6 +268,9 @@ impl Membership {
             heard: Mutex::new(BTreeMap::new()),
             tx,
             tasks: Mutex::new(Vec::new()),
+            stats,
+            implausible: Default::default(),
+            implausible_log: LogEvery::new(Duration::from_secs(60)),
         });
         let task = tokio::spawn(follow(inner.clone(), opts.interval));
         inner.tasks.lock().push(task);
@@ -300,6 +279,27 @@ impl Membership {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.addr
+    }
+
+    /// Gossip datagrams dropped before decoding, by reason (every reason listed).
+    pub fn gossip_dropped(&self) -> BTreeMap<&'static str, u64> {
+        self.inner.stats.dropped()
+    }
+
+    /// Gossip datagrams accepted and handed to chitchat.
+    pub fn gossip_accepted(&self) -> u64 {
+        self.inner
+            .stats
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Incarnations gossip currently names that are ignored (a generation
+    /// too far in the future).
+    pub fn implausible_incarnations(&self) -> u64 {
+        self.inner
+            .implausible
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<MembershipView>> {
@@ -417,15 +417,17 @@ async fn follow(inner: Arc<Inner>, interval: Duration) {
 }
 
 async fn rebuild(inner: &Inner) {
+    let latest_generation = wall_ms().saturating_add(GENERATION_SKEW.as_millis() as u64);
     let seen: Vec<Member> = {
         let cc = inner.chitchat.lock().await;
         let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
-        // Newest incarnation of each node.
-        let mut newest: HashMap<&str, (&ChitchatId, &GossipState)> = HashMap::new();
         let my_generation = inner.local.lock().generation;
         // Removal announcements, from each node's newest incarnation.
         let mut heard: BTreeMap<String, (u64, Removals)> = BTreeMap::new();
         for (id, st) in cc.node_states() {
+            if id.generation_id > latest_generation {
+                continue;
+            }
             let found: Removals = st
                 .iter_prefix(removal::KEY_PREFIX)
                 .filter_map(|(k, v)| Removal::parse(k, &v.value))
@@ -447,7 +449,24 @@ async fn rebuild(inner: &Inner) {
             }
         }
         *inner.heard.lock() = heard.into_iter().map(|(k, (_, rs))| (k, rs)).collect();
+        let mut implausible = 0u64;
+        // The preferred incarnation of each node: plausible, with its whole
+        // state, heard from if any is, then the newest.
+        let mut best: HashMap<&str, Member> = HashMap::new();
         for (id, st) in cc.node_states() {
+            if id.generation_id > latest_generation {
+                implausible += 1;
+                if let Some(suppressed) = inner.implausible_log.allow() {
+                    tracing::warn!(
+                        node = %id.node_id,
+                        generation = id.generation_id,
+                        from = %id.gossip_advertise_addr,
+                        suppressed,
+                        "gossip names an incarnation that starts in the future; ignored"
+                    );
+                }
+                continue;
+            }
             if *id.node_id == *inner.me {
                 if id.generation_id < my_generation
                     && let Some(m) = member_from_gossip(id, st, false)
@@ -459,23 +478,31 @@ async fn rebuild(inner: &Inner) {
                 }
                 continue;
             }
-            let e = newest.entry(&id.node_id).or_insert((id, st));
-            if id.generation_id > e.0.generation_id {
-                *e = (id, st);
+            let Some(m) = member_from_gossip(id, st, live.contains(id)) else {
+                continue;
+            };
+            match best.get(&*id.node_id) {
+                Some(b) if (b.alive, b.generation) >= (m.alive, m.generation) => {}
+                _ => {
+                    best.insert(&id.node_id, m);
+                }
             }
         }
-        newest
-            .values()
-            .filter_map(|(id, st)| member_from_gossip(id, st, live.contains(id)))
-            .collect()
+        inner
+            .implausible
+            .store(implausible, std::sync::atomic::Ordering::Relaxed);
+        best.into_values().collect()
     };
     let members = {
         let mut known = inner.known.lock();
         let mut fresh: HashSet<String> = HashSet::new();
         for m in seen {
             fresh.insert(m.node_id.clone());
+            // A remembered newer incarnation (one chitchat has since
+            // forgotten) wins over an older silent one, never over one
+            // that is heard from (a forger that stopped loses to the node).
             match known.get(&m.node_id) {
-                Some(k) if k.generation > m.generation => {}
+                Some(k) if k.generation > m.generation && !m.alive => {}
                 _ => {
                     known.insert(m.node_id.clone(), m);
                 }

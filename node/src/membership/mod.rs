@@ -4,12 +4,16 @@
 //! Consumers (the coordinator's topology, Admin.Status) only see
 //! [`MembershipView`] snapshots through a `watch` channel, never the gossip
 //! that fills them ([`gossip`]: chitchat's Scuttlebutt gossip with a
-//! phi-accrual failure detector).
+//! phi-accrual failure detector), behind a socket that authenticates and
+//! bounds every datagram ([`guard`]).
 
 mod gossip;
+pub mod guard;
 pub mod removal;
+mod udp;
 
-pub use gossip::{GossipOptions, Membership, MembershipError};
+pub use gossip::{GENERATION_SKEW, GossipOptions, Membership, MembershipError};
+pub use guard::{DropReason, GossipSecret};
 pub use removal::Removal;
 
 use std::sync::Arc;

@@ -442,9 +442,17 @@ impl Repairer {
             let mut size = 0usize;
             // False once the receiver is gone (the peer hung up): stop reading.
             let mut add = |k: &[u8], v: &[u8]| -> Result<bool, crate::replica::StorageError> {
-                use prost::Message as _;
-                let rec = pb::Record::decode(v)
-                    .map_err(|e| crate::replica::StorageError::Corrupt(e.to_string()))?;
+                // A stored record that does not decode (or that the peer
+                // would refuse) is skipped, counted and logged, never sent
+                // and never allowed to stop the range: every other key must
+                // move.
+                let rec = match Record::decode_for_peer(v) {
+                    Ok(r) => r.to_proto(),
+                    Err(e) => {
+                        store.note_undecodable(&crate::replica::engine_key(k), &e);
+                        return Ok(true);
+                    }
+                };
                 size += k.len() + v.len();
                 batch.push(pb::KeyRecord {
                     key: Bytes::copy_from_slice(k),

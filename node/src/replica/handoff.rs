@@ -113,7 +113,9 @@ impl Handoff {
                 tracing::info!(%target, dropped = expired.len(), "hints past max_hint_window (or for a node that left) dropped");
                 continue;
             }
-            let Some(m) = member.filter(|m| m.alive) else {
+            // Not while gossip calls it down, nor while its requests keep
+            // failing (the circuit breaker probes it meanwhile).
+            let Some(m) = member.filter(|m| m.alive && !self.client.is_suspect(&m.node_id)) else {
                 return Ok(());
             };
             let fresh = bounded(fresh, BATCH_BYTES);

@@ -139,19 +139,43 @@ impl HintStore {
         Ok(())
     }
 
-    /// Up to `limit` of `target`'s oldest hints.
+    /// Up to `limit` of `target`'s oldest hints. A hint that does not
+    /// decode is deleted (and logged) here: it could never be delivered,
+    /// and it must not hold back every later hint for its target.
     pub async fn oldest(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
         let inner = self.inner.clone();
         let p = prefix(target);
+        let t = target.to_string();
         blocking(move || {
             let mut end = p.clone();
             *end.last_mut().expect("prefix") = 1;
             let mut out = Vec::new();
+            let mut bad = Vec::new();
             for item in inner.db.scan(p.as_slice()..end.as_slice())? {
                 let (k, v) = item?;
-                out.push(parse(&k, &v)?);
-                if out.len() >= limit {
+                match parse(&k, &v) {
+                    Ok(h) => out.push(h),
+                    Err(e) => {
+                        tracing::warn!(target = %t, error = %e, "undecodable hint dropped");
+                        bad.push(k);
+                    }
+                }
+                if out.len() >= limit || bad.len() >= limit {
                     break;
+                }
+            }
+            if !bad.is_empty() {
+                let mut b = WriteBatch::new();
+                for k in &bad {
+                    b.delete(k);
+                }
+                inner.db.write(b)?;
+                let mut pending = inner.pending.lock();
+                if let Some(n) = pending.get_mut(&t) {
+                    *n = n.saturating_sub(bad.len() as u64);
+                    if *n == 0 {
+                        pending.remove(&t);
+                    }
                 }
             }
             Ok(out)
@@ -242,6 +266,40 @@ mod tests {
         assert_eq!(got[0].created_ms, 10);
         h.remove(&got[..1]).await.unwrap();
         assert_eq!(h.pending_total(), 2);
+        assert_eq!(h.oldest("b", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_hint_is_dropped_and_does_not_hold_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = HintStore::open(dir.path(), SyncMode::Never).unwrap();
+        h.store("b", b"k2", &rec("2"), 20).await.unwrap();
+        // The poisoned record (a counter wrapped to 0), oldest of all.
+        let mut id = prefix("b");
+        id.extend_from_slice(&1u64.to_be_bytes());
+        id.extend_from_slice(&0u64.to_be_bytes());
+        id.extend_from_slice(b"k0");
+        let poisoned = ringkv_proto::v1::Record {
+            kind: Some(ringkv_proto::v1::record::Kind::Causal(
+                ringkv_proto::v1::CausalRecord {
+                    entries: vec![ringkv_proto::v1::DvvEntry {
+                        node: "node-0".into(),
+                        counter: 0,
+                        values: vec![Default::default()],
+                    }],
+                },
+            )),
+        };
+        h.inner
+            .db
+            .put(&id, &prost::Message::encode_to_vec(&poisoned))
+            .unwrap();
+        *h.inner.pending.lock().get_mut("b").unwrap() += 1;
+        let got = h.oldest("b", 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].key.as_ref(), b"k2");
+        assert_eq!(h.pending().get("b"), Some(&1));
+        // Gone for good.
         assert_eq!(h.oldest("b", 10).await.unwrap().len(), 1);
     }
 }

@@ -62,6 +62,9 @@ struct Inner {
     db: Db,
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     grace_ms: u64,
+    /// Stored records that did not decode (skipped; see `decode`).
+    undecodable: std::sync::atomic::AtomicU64,
+    undecodable_log: crate::ratelimit::LogEvery,
 }
 
 /// The commit of an update whose record is already known: completes once
@@ -73,12 +76,31 @@ fn stripe_of(ekey: &[u8]) -> usize {
     (xxhash_rust::xxh3::xxh3_64(ekey) as usize) % STRIPES
 }
 
-fn decode(bytes: Option<Vec<u8>>) -> Result<Option<Record>, StorageError> {
-    match bytes {
-        None => Ok(None),
-        Some(b) => Record::decode(&b)
-            .map(Some)
-            .map_err(|e| StorageError::Corrupt(e.to_string())),
+/// A stored record that does not decode reads as absent (counted and
+/// logged): the key stays writable, read repair and anti-entropy overwrite
+/// it with the other replicas' copy, and no scan stops at it.
+fn decode(inner: &Inner, ekey: &[u8], bytes: Option<Vec<u8>>) -> Option<Record> {
+    match Record::decode(&bytes?) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            note_undecodable(inner, ekey, &e);
+            None
+        }
+    }
+}
+
+fn note_undecodable(inner: &Inner, ekey: &[u8], err: &dyn std::fmt::Display) {
+    inner
+        .undecodable
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(suppressed) = inner.undecodable_log.allow() {
+        let key = &ekey[ekey.len().min(8)..];
+        tracing::warn!(
+            key = %String::from_utf8_lossy(&key[..key.len().min(64)]),
+            error = %err,
+            suppressed,
+            "stored record does not decode; skipped (the other replicas' copy replaces it)"
+        );
     }
 }
 
@@ -105,6 +127,8 @@ impl Store {
                     .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                     .collect(),
                 grace_ms: tombstone_grace.as_millis() as u64,
+                undecodable: Default::default(),
+                undecodable_log: crate::ratelimit::LogEvery::new(Duration::from_secs(10)),
             }),
         })
     }
@@ -127,7 +151,21 @@ impl Store {
 
     /// This replica's record of `key`.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        decode(self.get(&engine_key(key)).await?)
+        let ekey = engine_key(key);
+        let bytes = self.get(&ekey).await?;
+        Ok(decode(&self.inner, &ekey, bytes))
+    }
+
+    /// Counts and reports a stored record that did not decode.
+    pub fn note_undecodable(&self, ekey: &[u8], err: &dyn std::fmt::Display) {
+        note_undecodable(&self.inner, ekey, err);
+    }
+
+    /// Stored records found undecodable since start (skipped, not served).
+    pub fn undecodable_records(&self) -> u64 {
+        self.inner
+            .undecodable
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Atomically replaces the record of `key` with `f(current)` and returns
@@ -155,7 +193,8 @@ impl Store {
             .clone()
             .lock_owned()
             .await;
-        let current = decode(self.get(&ekey).await?)?;
+        let bytes = self.get(&ekey).await?;
+        let current = decode(&self.inner, &ekey, bytes);
         let next = f(current.clone());
         if current.as_ref() == Some(&next) {
             return Ok((next, Box::pin(async { Ok(()) })));
@@ -212,7 +251,10 @@ impl Store {
             bytes += k.len() as u64;
             let cur = match merged.remove(&ek) {
                 Some(r) => Some(r),
-                None => decode(self.get(&ek).await?)?,
+                None => {
+                    let bytes = self.get(&ek).await?;
+                    decode(&self.inner, &ek, bytes)
+                }
             };
             let next = match &cur {
                 Some(c) => c.merge(&rec),

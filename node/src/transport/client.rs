@@ -11,6 +11,7 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internode_client::InternodeClient as Grpc;
 use tonic::transport::{Channel, Endpoint};
 
+use super::breaker::{Breakers, State};
 use super::coalesce::Lane;
 use super::faults::{FaultInjector, Verdict};
 
@@ -35,6 +36,8 @@ pub enum TransportError {
     Protocol(String),
     #[error("{what} was dropped before it answered")]
     Dropped { what: &'static str },
+    #[error("{peer} did not answer within {after:?}")]
+    Timeout { peer: String, after: Duration },
 }
 
 impl TransportError {
@@ -46,7 +49,8 @@ impl TransportError {
             TransportError::Address { .. } => true,
             TransportError::Refused { .. }
             | TransportError::Protocol(_)
-            | TransportError::Dropped { .. } => false,
+            | TransportError::Dropped { .. }
+            | TransportError::Timeout { .. } => false,
             TransportError::Rpc { status, .. } => {
                 use std::error::Error as _;
                 // Statuses the server sent carry no source; tonic's own
@@ -94,6 +98,10 @@ pub struct InternodeClient {
     connect_timeout: Duration,
     /// Payload bytes per coalesced call (the peer accepts twice this).
     max_batch_bytes: usize,
+    /// Request-path calls give up after this (the request timeout).
+    call_timeout: Duration,
+    breakers: Arc<Breakers>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for InternodeClient {
@@ -107,19 +115,102 @@ impl std::fmt::Debug for InternodeClient {
 impl InternodeClient {
     /// `max_batch_bytes`: payload of one coalesced call; peers accept
     /// messages of twice that (max_value_bytes + 256 KiB, doubled).
+    /// `timeout` bounds connecting and every request-path call.
     pub fn new(
         me: &str,
         faults: Arc<FaultInjector>,
-        connect_timeout: Duration,
+        timeout: Duration,
         max_batch_bytes: usize,
     ) -> Self {
         InternodeClient {
             me: me.to_string(),
             faults,
             peers: Arc::default(),
-            connect_timeout,
+            connect_timeout: timeout,
             max_batch_bytes,
+            call_timeout: timeout,
+            breakers: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts breaker trips in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Whether request-path calls to `peer` keep failing (see `breaker`):
+    /// the coordinator routes around it even while gossip calls it alive.
+    pub fn is_suspect(&self, peer: &str) -> bool {
+        match self.breakers.state(peer) {
+            State::Closed => false,
+            State::Open => true,
+            State::Probe(addr) => {
+                let (this, peer) = (self.clone(), peer.to_string());
+                tokio::spawn(async move {
+                    // An empty read: cheap, and answered only by a live peer.
+                    let call = this.call(&peer, &addr, |mut c| async move {
+                        c.replica_reads(pb::ReplicaReadsRequest { keys: Vec::new() })
+                            .await
+                    });
+                    let _ = this.guarded(&peer, &addr, call).await;
+                });
+                true
+            }
+        }
+    }
+
+    /// Forgets `peer`'s failures (gossip hears from it again, or it
+    /// restarted): requests go to it at once instead of after a probe.
+    pub fn forgive(&self, peer: &str) {
+        self.breakers.success(peer);
+    }
+
+    /// Peers currently avoided by the request path (probed or not).
+    pub fn suspects(&self) -> Vec<String> {
+        self.breakers.suspects()
+    }
+
+    /// Runs a request-path call with the call timeout, and tells `peer`'s
+    /// breaker how it went: any failure but the peer's own verdict on the
+    /// request counts against it.
+    async fn guarded<T>(
+        &self,
+        peer: &str,
+        addr: &str,
+        call: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        self.guarded_within(peer, addr, self.call_timeout, call)
+            .await
+    }
+
+    async fn guarded_within<T>(
+        &self,
+        peer: &str,
+        addr: &str,
+        within: Duration,
+        call: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let res = match tokio::time::timeout(within, call).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                peer: peer.to_string(),
+                after: within,
+            }),
+        };
+        match &res {
+            Err(e) if !e.answered() => {
+                if self.breakers.failure(peer, addr) {
+                    tracing::warn!(%peer, error = %e, "requests to this peer keep failing; routing around it for a while");
+                    if let Some(m) = &self.metrics {
+                        m.peers_suspected.inc();
+                    }
+                }
+            }
+            _ => self.breakers.success(peer),
+        }
+        res
     }
 
     pub fn faults(&self) -> &Arc<FaultInjector> {
@@ -216,9 +307,13 @@ impl InternodeClient {
             let (this, id, at) = (this.clone(), id.clone(), at.clone());
             async move {
                 let resp = this
-                    .call(&id, &at, |mut c| async move {
-                        c.replica_writes(pb::ReplicaWritesRequest { writes }).await
-                    })
+                    .guarded(
+                        &id,
+                        &at,
+                        this.call(&id, &at, |mut c| async move {
+                            c.replica_writes(pb::ReplicaWritesRequest { writes }).await
+                        }),
+                    )
                     .await?;
                 Ok(resp
                     .errors
@@ -255,9 +350,13 @@ impl InternodeClient {
                     let (this, id, at) = (this.clone(), id.clone(), at.clone());
                     async move {
                         let resp = this
-                            .call(&id, &at, |mut c| async move {
-                                c.replica_reads(pb::ReplicaReadsRequest { keys }).await
-                            })
+                            .guarded(
+                                &id,
+                                &at,
+                                this.call(&id, &at, |mut c| async move {
+                                    c.replica_reads(pb::ReplicaReadsRequest { keys }).await
+                                }),
+                            )
                             .await?;
                         Ok(resp.reads)
                     }
@@ -277,31 +376,39 @@ impl InternodeClient {
         }
     }
 
+    /// Forwards a client write to `peer` to coordinate; gives up after
+    /// `within` (a timeout counts against the peer's breaker).
     pub async fn coordinate(
         &self,
         peer: &str,
         addr: &str,
         req: pb::CoordinateWriteRequest,
+        within: Duration,
     ) -> Result<pb::CoordinateWriteResponse, TransportError> {
-        self.call(
+        let call = self.call(
             peer,
             addr,
             |mut c| async move { c.coordinate_write(req).await },
-        )
-        .await
+        );
+        self.guarded_within(peer, addr, within, call).await
     }
 
+    /// Merges a batch of records on `peer` (hand-off, repair pushes):
+    /// bounded by ten request timeouts, which is ample for a batch of at
+    /// most a few MiB and keeps a peer that swallows requests from holding
+    /// hand-off up for good.
     pub async fn write_batch(
         &self,
         peer: &str,
         addr: &str,
         items: Vec<pb::KeyRecord>,
     ) -> Result<(), TransportError> {
-        self.call(peer, addr, |mut c| async move {
+        let call = self.call(peer, addr, |mut c| async move {
             c.write_batch(pb::WriteBatchRequest { items }).await
-        })
-        .await
-        .map(|_| ())
+        });
+        self.guarded_within(peer, addr, self.call_timeout * 10, call)
+            .await
+            .map(|_| ())
     }
 
     pub async fn merkle_tree(

@@ -2,6 +2,7 @@
 //! injector consulted before (and after) every call, so tests can drop, delay
 //! or partition traffic between chosen nodes.
 
+mod breaker;
 mod client;
 mod coalesce;
 mod faults;

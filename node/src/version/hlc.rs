@@ -9,7 +9,8 @@ pub struct Hlc {
     last: AtomicU64,
 }
 
-fn wall_ms() -> u64 {
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -23,10 +24,13 @@ impl Hlc {
 
     /// A timestamp greater than every one issued or observed before.
     pub fn now(&self) -> u64 {
-        let phys = wall_ms() << 16;
+        // 48 bits of ms last until the year 10889; `min` keeps the shift total.
+        let phys = wall_ms().min((1 << 48) - 1) << 16;
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
-            let next = phys.max(cur + 1);
+            // Observed timestamps are bounded by record validation (at most a
+            // day ahead), so this cannot saturate in practice.
+            let next = phys.max(cur.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)

@@ -6,10 +6,10 @@ mod dvv;
 mod hlc;
 mod record;
 
-pub use context::{ContextError, VersionVector};
-pub use dvv::{DvvSet, Entry};
+pub use context::{ContextError, MAX_CONTEXT_ENTRIES, MAX_COUNTER, VersionVector, counter_ceiling};
+pub use dvv::{DvvSet, Entry, MAX_WRITERS};
 pub use hlc::Hlc;
-pub use record::{LwwValue, Record, Value};
+pub use record::{LwwValue, MAX_RECORD_WRITERS, Record, RecordDecodeError, Value};
 
 #[cfg(test)]
 mod tests;

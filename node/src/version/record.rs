@@ -6,8 +6,14 @@ use bytes::Bytes;
 use prost::Message as _;
 use ringkv_proto::v1 as pb;
 
-use super::context::VersionVector;
+use super::context::{CEILING_SKEW_MS, MAX_COUNTER, MAX_WRITER_ID, VersionVector, counter_ceiling};
 use super::dvv::{DvvSet, Entry};
+use super::hlc::{Hlc, wall_ms};
+
+/// Most writers a stored record may hold. Client writes add at most
+/// `MAX_WRITERS` writers a record has not seen, so only merges of many
+/// coordinators' records come near this; beyond it a record is refused.
+pub const MAX_RECORD_WRITERS: usize = 4096;
 
 /// One sibling: a value or a tombstone, with expiry and write time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +55,50 @@ pub enum Record {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordDecodeError {
     #[error("record does not decode: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("record is malformed: {0}")]
     Malformed(&'static str),
+    #[error("record has {count} writers; the limit is {max}")]
+    TooManyWriters { count: usize, max: usize },
+    #[error("record claims {counter} writes by {node:?}; at most {max} are possible")]
+    CounterTooLarge {
+        node: String,
+        counter: u64,
+        max: u64,
+    },
+    #[error("record's timestamp is {ahead_ms} ms ahead of this node's clock")]
+    FromTheFuture { ahead_ms: u64 },
+}
+
+/// How far a record's claims are checked, by where it comes from.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_counter: u64,
+    /// Latest plausible LWW wall-clock time, ms.
+    max_hlc_ms: u64,
+}
+
+impl Limits {
+    /// A peer (or a forged internode call): counters no node could have
+    /// issued by now, timestamps beyond the tolerated skew, are refused.
+    fn peer(now_ms: u64) -> Limits {
+        Limits {
+            max_counter: counter_ceiling(now_ms),
+            max_hlc_ms: now_ms.saturating_add(CEILING_SKEW_MS),
+        }
+    }
+
+    /// This node's own disk: only what would break arithmetic is refused,
+    /// so a clock set back never makes stored keys unreadable.
+    fn disk() -> Limits {
+        Limits {
+            max_counter: MAX_COUNTER,
+            max_hlc_ms: u64::MAX,
+        }
+    }
 }
 
 impl Record {
@@ -116,10 +161,20 @@ impl Record {
     }
 
     /// The causal context a reader gets (empty in LWW mode, where writes
-    /// never depend on what was read).
+    /// never depend on what was read). Always small enough to be accepted
+    /// back ([`DvvSet::client_context`]).
     pub fn context(&self) -> VersionVector {
         match self {
-            Record::Causal(d) => d.join(),
+            Record::Causal(d) => d.client_context(),
+            Record::Lww(_) => VersionVector::new(),
+        }
+    }
+
+    /// The context a writer gets back once its write made this record
+    /// ([`DvvSet::write_context`]); empty in LWW mode.
+    pub fn write_context(&self, ctx: &VersionVector, node: &str) -> VersionVector {
+        match self {
+            Record::Causal(d) => d.write_context(ctx, node),
             Record::Lww(_) => VersionVector::new(),
         }
     }
@@ -161,24 +216,63 @@ impl Record {
         pb::Record { kind: Some(kind) }
     }
 
-    /// Validates what a peer (or the disk) sent: a record that breaks the DVV
-    /// invariants would corrupt every merge it touches.
+    /// Validates a record a peer sent (WriteReplica, WriteBatch, a fetched
+    /// range, a read reply): a record that breaks the DVV invariants would
+    /// corrupt every merge it touches, and one with a forged counter would
+    /// wrap on the next write.
     pub fn from_proto(p: pb::Record) -> Result<Record, RecordDecodeError> {
+        Self::from_proto_at(p, wall_ms())
+    }
+
+    /// [`Self::from_proto`] with the clock given (tests, fuzzing).
+    pub fn from_proto_at(p: pb::Record, now_ms: u64) -> Result<Record, RecordDecodeError> {
+        Self::checked(p, Limits::peer(now_ms))
+    }
+
+    fn checked(p: pb::Record, lim: Limits) -> Result<Record, RecordDecodeError> {
+        let writer_ok = |w: &str| !w.is_empty() && w.len() <= MAX_WRITER_ID;
         match p.kind {
             None => Err(RecordDecodeError::Malformed("record without kind")),
-            Some(pb::record::Kind::Lww(l)) => Ok(Record::Lww(LwwValue {
-                hlc: l.hlc,
-                writer: l.writer,
-                value: value_from_proto(
-                    l.value
-                        .ok_or(RecordDecodeError::Malformed("lww record without value"))?,
-                ),
-            })),
+            Some(pb::record::Kind::Lww(l)) => {
+                if !writer_ok(&l.writer) {
+                    return Err(RecordDecodeError::Malformed("writer id empty or too long"));
+                }
+                let ms = Hlc::millis(l.hlc);
+                if ms > lim.max_hlc_ms {
+                    return Err(RecordDecodeError::FromTheFuture {
+                        ahead_ms: ms - lim.max_hlc_ms.saturating_sub(CEILING_SKEW_MS),
+                    });
+                }
+                Ok(Record::Lww(LwwValue {
+                    hlc: l.hlc,
+                    writer: l.writer,
+                    value: value_from_proto(
+                        l.value
+                            .ok_or(RecordDecodeError::Malformed("lww record without value"))?,
+                    ),
+                }))
+            }
             Some(pb::record::Kind::Causal(c)) => {
+                if c.entries.len() > MAX_RECORD_WRITERS {
+                    return Err(RecordDecodeError::TooManyWriters {
+                        count: c.entries.len(),
+                        max: MAX_RECORD_WRITERS,
+                    });
+                }
                 let mut entries: Vec<Entry<Value>> = Vec::with_capacity(c.entries.len());
                 for e in c.entries {
-                    if e.node.is_empty() {
-                        return Err(RecordDecodeError::Malformed("empty writer id"));
+                    if !writer_ok(&e.node) {
+                        return Err(RecordDecodeError::Malformed("writer id empty or too long"));
+                    }
+                    if e.counter == 0 {
+                        return Err(RecordDecodeError::Malformed("zero counter"));
+                    }
+                    if e.counter > lim.max_counter {
+                        return Err(RecordDecodeError::CounterTooLarge {
+                            node: e.node,
+                            counter: e.counter,
+                            max: lim.max_counter,
+                        });
                     }
                     if e.values.len() as u64 > e.counter {
                         return Err(RecordDecodeError::Malformed("more values than events"));
@@ -205,8 +299,19 @@ impl Record {
         self.to_proto().encode_to_vec()
     }
 
+    /// Decodes a record this node stored. Structure is checked as for a
+    /// peer, but counters and timestamps only against hard limits (see
+    /// `Limits::disk`). A stored record that fails this is skipped by
+    /// readers and streaming, never allowed to block them.
     pub fn decode(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
-        Record::from_proto(pb::Record::decode(bytes)?)
+        Self::checked(pb::Record::decode(bytes)?, Limits::disk())
+    }
+
+    /// Decodes a stored record about to be sent to a peer, checked as the
+    /// peer will check it ([`Self::from_proto`]): streaming skips what a
+    /// peer would refuse instead of having a whole batch refused.
+    pub fn decode_for_peer(bytes: &[u8]) -> Result<Record, RecordDecodeError> {
+        Self::checked(pb::Record::decode(bytes)?, Limits::peer(wall_ms()))
     }
 }
 

@@ -311,3 +311,44 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[pos + 2 + size + 2..];
     }
 }
+
+/// A chitchat Syn (protocol V0) as an attacker writes it: a digest naming
+/// `nodes` (id, generation) at gossip address `addr`, for cluster "ringkv".
+pub fn forged_syn(nodes: &[(&str, u64)], addr: std::net::SocketAddrV4, heartbeat: u64) -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend_from_slice(&(x.len() as u16).to_le_bytes());
+        b.extend_from_slice(x.as_bytes());
+    };
+    let mut b = 45_139u16.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0, 0]); // version 0, Syn
+    b.extend_from_slice(&(nodes.len() as u16).to_le_bytes());
+    for (id, generation) in nodes {
+        s(&mut b, id);
+        b.extend_from_slice(&generation.to_le_bytes());
+        b.push(4);
+        b.extend_from_slice(&addr.ip().octets());
+        b.extend_from_slice(&addr.port().to_le_bytes());
+        b.extend_from_slice(&heartbeat.to_le_bytes()); // heartbeat
+        b.extend_from_slice(&0u64.to_le_bytes()); // last gc version
+        b.extend_from_slice(&0u64.to_le_bytes()); // max version
+    }
+    s(&mut b, "ringkv");
+    b
+}
+
+/// Sends raw datagrams to `to` from a fresh UDP socket.
+pub async fn send_udp(to: std::net::SocketAddr, datagrams: &[Vec<u8>]) {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for d in datagrams {
+        s.send_to(d, to).await.unwrap();
+    }
+}
+
+/// A node's gossip drop counter for `reason`.
+pub fn dropped(node: &RunningNode, reason: &str) -> u64 {
+    node.membership
+        .gossip_dropped()
+        .get(reason)
+        .copied()
+        .unwrap_or(0)
+}

@@ -1,0 +1,8 @@
+#![no_main]
+//! Arbitrary bytes through the stored-record decoder (engine values, hints): it may refuse them, never panic, hang or
+//! allocate without bound, and what it accepts must behave.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = ringkv_node::fuzzing::stored_record(data);
+});
