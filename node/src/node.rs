@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::coordinator::{Coordinator, Settings};
 use crate::membership::{GossipOptions, Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
-use crate::repair::{Moves, Repairer};
+use crate::repair::{Cleaner, Moves, Remover, Repairer};
 use crate::replica::handoff::{Handoff, HandoffSettings};
 use crate::replica::{HintStore, Replica, StorageError, Store};
 use crate::ring::{
@@ -339,8 +339,24 @@ impl RunningNode {
             },
         );
 
+        let cleanup = Cleaner::new(repair.clone(), config.repair_rate);
+        let remover = Remover::new(
+            repair.clone(),
+            membership.clone(),
+            config.data_dir.clone(),
+            settle,
+            {
+                let gate = gate.clone();
+                Box::new(move || gate.close())
+            },
+        );
+
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(remover.clone().keep(
+            config.gossip_interval.min(Duration::from_secs(1)),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
             topology.clone(),
@@ -376,6 +392,8 @@ impl RunningNode {
             started,
             repair: repair.clone(),
             moves: moves.clone(),
+            cleanup,
+            remover,
         };
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -580,9 +598,18 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
             tracing::info!("no seed answered; choosing tokens as the first node");
         }
     }
+    // A previous incarnation removed by RemoveNode (or being removed) is
+    // not taken back: its ranges went (or go) to other nodes; join afresh.
+    let removed = |old: &crate::membership::Member| {
+        membership
+            .removals()
+            .get(&old.node_id)
+            .is_some_and(|r| r.applies_to(old.generation, &old.tokens))
+    };
     if let Some(old) = membership.previous_self()
         && !old.tokens.is_empty()
         && old.state != NodeState::Left
+        && !removed(&old)
     {
         return (old.tokens.as_ref().clone(), TokenOrigin::Adopted);
     }

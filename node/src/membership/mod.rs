@@ -10,10 +10,12 @@
 pub mod generation;
 mod gossip;
 pub mod guard;
+pub mod removal;
 mod udp;
 
 pub use gossip::{GENERATION_SKEW, GossipOptions, Membership, MembershipError};
 pub use guard::{DropReason, GossipSecret};
+pub use removal::Removal;
 
 use std::sync::Arc;
 

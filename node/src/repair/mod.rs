@@ -1,15 +1,19 @@
 //! Anti-entropy and range movement: Merkle trees per token range compared
 //! top-down between replicas ([`merkle`], [`sync`]), repair runs over every
-//! range this node replicates (scheduled and on demand), and the streaming
-//! that join and decommission are made of ([`moves`]).
+//! range this node replicates (scheduled and on demand), the streaming that
+//! join and decommission are made of ([`moves`]), removing a dead node
+//! ([`remove`]) and dropping what this node no longer replicates
+//! ([`cleanup`]).
 //!
 //! Repair is a sibling of the coordinator (`api → {coordinator, repair} →
 //! {replica, ring, transport}`): it reads and applies records through the
 //! replica layer, sees the ring through the shared topology and talks to
 //! peers through the internode client; neither knows of the other.
 
+pub mod cleanup;
 pub mod merkle;
 pub mod moves;
+pub mod remove;
 pub mod restore;
 pub mod sync;
 
@@ -21,8 +25,10 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use ringkv_proto::v1 as pb;
 
+pub use cleanup::{Cleaner, CleanupError};
 pub use merkle::{TokenRange, Tree};
 pub use moves::{DecommissionError, Moves};
+pub use remove::{RemoveError, Remover};
 pub use sync::SyncStats;
 
 use crate::membership::Member;

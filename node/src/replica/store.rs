@@ -294,6 +294,40 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Deletes every engine key of `ekeys` whose stored value `unchanged`
+    /// accepts, holding the keys' stripes (in ascending order, as
+    /// `merge_batch`) from the check to the delete: a record merged meanwhile
+    /// is kept. Cleanup drops what it verified is on the replicas this way.
+    /// Returns the keys and bytes deleted.
+    pub async fn remove_if_unchanged(
+        &self,
+        ekeys: Vec<Vec<u8>>,
+        unchanged: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(u64, u64), StorageError> {
+        let mut stripes: Vec<usize> = ekeys.iter().map(|k| stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
+        for &i in &stripes {
+            guards.push(self.inner.stripes[i].lock().await);
+        }
+        let mut batch = WriteBatch::new();
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for ek in &ekeys {
+            if let Some(v) = self.get(ek).await?
+                && unchanged(ek, &v)
+            {
+                batch.delete(ek);
+                keys += 1;
+                bytes += (ek.len() + v.len()) as u64;
+            }
+        }
+        if !batch.is_empty() {
+            self.inner.db.write_async(batch).await?;
+        }
+        Ok((keys, bytes))
+    }
+
     /// Visits, in token order, every stored (engine key, encoded record) whose
     /// token lies in the inclusive interval `[lo, hi]`, until `f` returns
     /// false. Blocking: call from the blocking pool.
