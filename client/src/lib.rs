@@ -416,4 +416,32 @@ impl Admin {
         let r = self.admin.repair(pb::RepairRequest {}).await?.into_inner();
         Ok((r.started, r.repair_id))
     }
+
+    /// Starts dropping what the node no longer replicates; returns
+    /// (started, cleanup id). Refused while the ring is changing.
+    pub async fn cleanup(&mut self) -> Result<(bool, u64), ClientError> {
+        let r = self
+            .admin
+            .cleanup(pb::CleanupRequest {})
+            .await?
+            .into_inner();
+        Ok((r.started, r.cleanup_id))
+    }
+
+    /// Starts (or resumes, or reports) removing the dead node `node_id`, with
+    /// this node coordinating.
+    pub async fn remove_node(
+        &mut self,
+        node_id: &str,
+    ) -> Result<pb::RemoveNodeStatus, ClientError> {
+        Ok(self
+            .admin
+            .remove_node(pb::RemoveNodeRequest {
+                node_id: node_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .status
+            .unwrap_or_default())
+    }
 }

@@ -1,8 +1,12 @@
 //! End to end: `ringkv local` starts real node processes; the CLI writes and
-//! reads through them; Ctrl-C (SIGINT) stops them; a restart keeps the data.
+//! reads through them; Ctrl-C (SIGINT) stops them; a restart keeps the data;
+//! a node that dies is restarted by the supervisor while the others serve,
+//! and `ringkv local stop|start|kill` steer single nodes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -231,5 +235,228 @@ fn local_cluster_serves_the_cli_and_stops_cleanly_keeping_data() {
     let (ok, out, err) = cli(&["--addr", &eps[2].grpc, "get", "greeting"]);
     assert!(ok, "{err}");
     assert_eq!(out, "hello again\n");
+    stop(local);
+}
+
+/// What node `i` of the local cluster in `data` published (its ports
+/// change when it restarts on port 0).
+fn endpoints(data: &std::path::Path, i: usize) -> Option<serde_json::Value> {
+    let t = std::fs::read_to_string(data.join(format!("node-{i}")).join("endpoints.json")).ok()?;
+    serde_json::from_str(&t).ok()
+}
+
+/// Waits until every one of the `n` nodes sees all `n` alive and NORMAL.
+async fn wait_all_alive(data: &std::path::Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for i in 0..n {
+        loop {
+            let mut seen = String::new();
+            if let Some(ep) = endpoints(data, i)
+                && let Ok(mut a) = ringkv_client::Admin::connect(&format!(
+                    "http://{}",
+                    ep["internode"].as_str().unwrap()
+                ))
+                .await
+                && let Ok(s) = a.status().await
+            {
+                let alive = s
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        m.alive
+                            && m.tokens > 0
+                            && m.state == ringkv_client::pb::NodeState::Normal as i32
+                    })
+                    .count();
+                if alive == n {
+                    break;
+                }
+                seen = format!("{alive} alive");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-{i} never saw {n} live members ({seen})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Waits until node-0 (never stopped here) sees `node` down.
+async fn wait_seen_down(data: &std::path::Path, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ep = endpoints(data, 0).unwrap();
+    let admin = format!("http://{}", ep["internode"].as_str().unwrap());
+    loop {
+        if let Ok(mut a) = ringkv_client::Admin::connect(&admin).await
+            && let Ok(s) = a.status().await
+            && s.members.iter().any(|m| m.node_id == node && !m.alive)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node-0 never saw {node} down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next line of `ringkv local`'s output that `want` accepts.
+fn wait_line(local: &Local, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match local.lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if want(&l) => return l,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "ringkv local never said {what}");
+    }
+}
+
+fn list_state(data: &str, node: &str) -> String {
+    let (ok, out, err) = cli(&["local", "list", "--data", data]);
+    assert!(ok, "local list: {out} {err}");
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("{node} missing from the list:\n{out}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_restarted_while_the_cluster_serves_and_stop_start_kill_steer_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let data = path.to_str().unwrap().to_string();
+    let (local, eps) = start(&path);
+    wait_all_alive(&path, 3).await;
+
+    // A client of node-0 (never stopped here) writes and reads throughout,
+    // as an application would: an operation that fails is tried again
+    // (twice, 250 ms apart) — the failure detector may take a moment to
+    // notice a node that just went down. Only operations that still fail
+    // count against the cluster.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = {
+        let (stop_load, failures) = (stop_load.clone(), failures.clone());
+        let grpc = eps[0].grpc.clone();
+        tokio::spawn(async move {
+            let mut c = ringkv_client::Client::connect(&grpc).await.unwrap();
+            let (mut ops, mut retried) = (0u64, 0u64);
+            while !stop_load.load(Ordering::Acquire) {
+                let k = format!("load-{}", ops % 100);
+                for attempt in 0..3 {
+                    let done = match c.put(&k, format!("v{ops}")).await {
+                        Ok(_) => c.get(&k).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match done {
+                        Ok(()) => break,
+                        Err(e) if attempt == 2 => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("op {ops} on {k}: {e}")),
+                        Err(_) => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                }
+                ops += 1;
+            }
+            eprintln!("load: {ops} put+get pairs, {retried} retried");
+            ops
+        })
+    };
+
+    // SIGKILL node-2 behind the supervisor's back: reported, restarted on
+    // its data, the others untouched.
+    let pid = endpoints(&path, 2).unwrap()["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling a process of this test.
+    unsafe {
+        libc_kill(pid, 9);
+    }
+    let l = wait_line(&local, "that node-2 died", |l| {
+        l.starts_with("node-2 exited unexpectedly")
+    });
+    assert!(l.contains("restarting it on its data in 1s"), "{l}");
+    wait_line(&local, "that node-2 runs again", |l| {
+        l.starts_with("node-2 ") && l.contains("[restart #1]")
+    });
+    wait_all_alive(&path, 3).await;
+    assert_ne!(
+        endpoints(&path, 2).unwrap()["pid"].as_i64().unwrap() as i32,
+        pid
+    );
+    assert_eq!(list_state(&data, "node-0"), "running");
+
+    // stop: clean, and it stays down (the others see it go).
+    let (ok, out, err) = cli(&["local", "stop", "node-1", "--data", &data]);
+    assert!(ok && out.contains("ok node-1 stopped"), "{out} {err}");
+    assert_eq!(list_state(&data, "node-1"), "stopped");
+    let (ok, _, _) = cli(&["local", "stop", "node-1", "--data", &data]);
+    assert!(!ok, "stopping a stopped node is an error");
+    wait_seen_down(&path, "node-1").await;
+    assert_eq!(list_state(&data, "node-1"), "stopped");
+    // start: back on its data.
+    let (ok, out, err) = cli(&["local", "start", "node-1", "--data", &data]);
+    assert!(ok && out.contains("ok node-1 started"), "{out} {err}");
+    wait_all_alive(&path, 3).await;
+
+    // kill: a crash on purpose; the supervisor restarts it.
+    let (ok, out, err) = cli(&["local", "kill", "node-2", "--data", &data]);
+    assert!(ok && out.contains("ok node-2 killed"), "{out} {err}");
+    wait_line(&local, "that node-2 was killed", |l| {
+        l.starts_with("node-2 killed on request")
+    });
+    wait_line(&local, "that node-2 runs again", |l| {
+        l.starts_with("node-2 ") && l.contains("[restart #2]")
+    });
+    wait_all_alive(&path, 3).await;
+
+    // kill --stay-down: down until started.
+    let (ok, out, err) = cli(&["local", "kill", "node-1", "--stay-down", "--data", &data]);
+    assert!(ok && out.contains("stays down"), "{out} {err}");
+    wait_seen_down(&path, "node-1").await;
+    assert_eq!(list_state(&data, "node-1"), "stopped");
+    let (ok, out, err) = cli(&["local", "start", "node-1", "--data", &data]);
+    assert!(ok, "{out} {err}");
+    wait_all_alive(&path, 3).await;
+    let (ok, out, _) = cli(&["local", "list", "--data", &data]);
+    assert!(ok && out.matches("running").count() == 3, "{out}");
+    // Restarts count the supervisor's own: node-1 was only started on order.
+    let restarts = |node: &str| {
+        out.lines()
+            .find(|l| l.starts_with(node))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        (restarts("node-1"), restarts("node-2")),
+        ("0".into(), "2".into()),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["local", "stop", "node-9", "--data", &data]);
+    assert!(!ok && out.contains("no node called node-9"), "{out}");
+
+    stop_load.store(true, Ordering::Release);
+    let ops = load.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {ops} operations failed (three tries each) while nodes died and restarted: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ops > 20, "the load ran ({ops} operations)");
+    // Every node has the data: R=all reads through node-2.
+    let ep2 = endpoints(&path, 2).unwrap();
+    let mut c2 =
+        ringkv_client::Client::connect(&format!("http://{}", ep2["grpc"].as_str().unwrap()))
+            .await
+            .unwrap();
+    for k in 0..100.min(ops) {
+        c2.get_with(format!("load-{k}"), "all").await.unwrap();
+    }
     stop(local);
 }

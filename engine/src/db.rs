@@ -36,6 +36,7 @@ use crate::manifest::{VersionEdit, manifest_name, read_current, set_current, syn
 use crate::memtable::Memtable;
 use crate::options::{Options, SyncPolicy};
 use crate::record::{LogWriter, read_log};
+use crate::space::{self, Backoff, Space};
 use crate::sst::bloom;
 use crate::sst::table::{BuildOptions, FileMeta, Probe, TableBuilder, TableIter};
 use crate::version::{NUM_LEVELS, SuperVersion, TableFile, Version, table_name, wal_name};
@@ -73,6 +74,15 @@ pub(crate) struct State {
     manifest_number: u64,
     pub(crate) next_file: u64,
     pub(crate) bg_error: Option<Error>,
+    /// A manifest write failed: the edit may or may not be on disk and the
+    /// file may end in a torn record, so the next edit starts a new
+    /// manifest (a snapshot) instead of appending.
+    manifest_broken: bool,
+    /// Tables written by edits that failed while the manifest was broken:
+    /// deleted once a new manifest (which does not name them) is current.
+    orphans: Vec<u64>,
+    /// Compaction failed for lack of space: not before this instant.
+    compaction_retry_at: Option<Instant>,
     shutdown: bool,
     rotations: u64,
     flushed: u64,
@@ -82,7 +92,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn new_file(&mut self) -> u64 {
+    pub(crate) fn new_file(&mut self) -> u64 {
         let n = self.next_file;
         self.next_file += 1;
         n
@@ -100,6 +110,8 @@ pub(crate) struct Inner {
     /// Wakes stalled writers and `flush`/`compact` callers.
     done_cv: Condvar,
     pub(crate) pipeline: Pipeline,
+    /// Background work stalled for lack of disk space.
+    pub(crate) space: Space,
     /// Only the commit thread appends; the syncer borrows a handle.
     pub(crate) wal: Mutex<LogWriter>,
     pub(crate) last_seq: AtomicU64,
@@ -162,6 +174,12 @@ pub struct Stats {
     /// Bytes above the size targets of levels 1.. (compaction backlog).
     pub compaction_pending_bytes: u64,
     pub last_sequence: u64,
+    /// Writes are refused for lack of disk space right now (background work
+    /// retries; they resume by themselves once space is freed).
+    pub no_space: bool,
+    /// Background operations (WAL, flush, compaction, sync) that failed for
+    /// lack of space and were retried.
+    pub no_space_retries: u64,
 }
 
 impl Stats {
@@ -181,6 +199,10 @@ struct Recovered {
     next_file: u64,
     last_seq: u64,
     obsolete: Vec<PathBuf>,
+    /// What the logs held that no table has, with the logs kept for it
+    /// (its `wal_number` is the first of them): a restart writes no table,
+    /// so it needs next to no free space.
+    unflushed: Option<Memtable>,
 }
 
 pub(crate) fn parse_number(name: &str, suffix: &str) -> Option<u64> {
@@ -365,8 +387,16 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     // Replay logs the manifest has not yet seen flushed, oldest first.
     wals.sort_unstable();
     let live: Vec<u64> = wals.iter().copied().filter(|&n| n >= log_number).collect();
-    obsolete.extend(wals.iter().map(|&n| dir.join(wal_name(n))));
-    let mut mem = Memtable::new(0);
+    obsolete.extend(
+        wals.iter()
+            .filter(|&&n| n < log_number)
+            .map(|&n| dir.join(wal_name(n))),
+    );
+    // Kept in memory (with its logs) up to what a running database may
+    // hold in memtables; beyond that, written to level 0 as it is replayed.
+    let keep = opts.memtable_bytes * (1 + opts.max_immutable_memtables);
+    let mut flushed_any = false;
+    let mut mem = Memtable::new(live.first().copied().unwrap_or(0));
     let flush = |mem: &Memtable,
                  files: &mut Vec<(usize, Arc<TableFile>)>,
                  next_file: &mut u64|
@@ -394,20 +424,43 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 .ok_or_else(|| Error::corruption(&path, off, "undecodable log record"))?;
             let count = insert_ops(&mem, g.first_seq, g.write_time, g.ops.into_iter());
             last_seq = last_seq.max(g.first_seq + count.saturating_sub(1));
-            if mem.size() >= opts.memtable_bytes {
+            if mem.size() >= keep {
                 flush(&mem, &mut files, &mut next_file)?;
                 mem = Memtable::new(0);
+                flushed_any = true;
             }
         }
+        // The next log starts after this one's last complete record: cut a
+        // torn tail off (which needs no space), or recovery would later see
+        // damage in a log that is not the newest.
+        if i + 1 == live.len() && (contents.valid_end as usize) < contents.data.len() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .ctx(&path)?;
+            f.set_len(contents.valid_end).ctx(&path)?;
+            f.sync_all().ctx(&path)?;
+        }
     }
-    if !mem.is_empty() {
-        flush(&mem, &mut files, &mut next_file)?;
-    }
+    let unflushed = if flushed_any {
+        // Part of it is in tables already: write the rest, retire every log.
+        if !mem.is_empty() {
+            flush(&mem, &mut files, &mut next_file)?;
+        }
+        obsolete.extend(live.iter().map(|&n| dir.join(wal_name(n))));
+        None
+    } else if mem.is_empty() {
+        obsolete.extend(live.iter().map(|&n| dir.join(wal_name(n))));
+        None
+    } else {
+        Some(mem)
+    };
     Ok(Recovered {
         files,
         next_file,
         last_seq,
         obsolete,
+        unflushed,
     })
 }
 
@@ -438,12 +491,17 @@ impl Db {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(lock_path, e)),
         }
 
-        let rec = recover(&dir, &opts)?;
+        let mut rec = recover(&dir, &opts)?;
         let mut next_file = rec.next_file;
         let wal_number = next_file;
         let manifest_number = next_file + 1;
         next_file += 2;
         let wal = LogWriter::create(&dir.join(wal_name(wal_number)))?;
+        // Logs still holding what no table has stay live (first one on).
+        let mem = match rec.unflushed.take() {
+            Some(m) => Arc::new(m),
+            None => Arc::new(Memtable::new(wal_number)),
+        };
         let version = Version::default().apply(
             &VersionEdit {
                 added: rec
@@ -462,7 +520,7 @@ impl Db {
             &dir,
             manifest_number,
             &version,
-            wal_number,
+            mem.wal_number,
             next_file,
             rec.last_seq,
         )?;
@@ -471,7 +529,6 @@ impl Db {
         }
         sync_dir(&dir)?;
 
-        let mem = Arc::new(Memtable::new(wal_number));
         let version = Arc::new(version);
         let sv = SuperVersion {
             mem: Arc::clone(&mem),
@@ -489,6 +546,9 @@ impl Db {
                 manifest_number,
                 next_file,
                 bg_error: None,
+                manifest_broken: false,
+                orphans: Vec::new(),
+                compaction_retry_at: None,
                 shutdown: false,
                 rotations: 0,
                 flushed: 0,
@@ -499,6 +559,7 @@ impl Db {
             bg_cv: Condvar::new(),
             done_cv: Condvar::new(),
             pipeline: Pipeline::new(Arc::clone(&mem), rec.last_seq),
+            space: Space::default(),
             wal: Mutex::new(wal),
             last_seq: AtomicU64::new(rec.last_seq),
             visible_seq: AtomicU64::new(rec.last_seq),
@@ -675,6 +736,9 @@ impl Db {
             if st.flushed >= target {
                 return Ok(());
             }
+            if inner.space.is(space::FLUSH) {
+                return Err(inner.space.error());
+            }
             if st.shutdown {
                 return Err(Error::Closed);
             }
@@ -697,6 +761,9 @@ impl Db {
             }
             if st.manual_done >= target {
                 return Ok(());
+            }
+            if inner.space.is(space::COMPACTION) {
+                return Err(inner.space.error());
             }
             if st.shutdown {
                 return Err(Error::Closed);
@@ -761,6 +828,8 @@ impl Db {
             block_cache_bytes: inner.cache.used_bytes(),
             compaction_pending_bytes: compaction::pending_bytes(&st.version, &inner.opts),
             last_sequence: inner.visible_seq.load(Ordering::Relaxed),
+            no_space: inner.space.refusing(),
+            no_space_retries: l(&inner.space.retries),
         }
     }
 }
@@ -821,7 +890,22 @@ pub(crate) fn write_snapshot_manifest(
     next_file: u64,
     last_seq: u64,
 ) -> Result<LogWriter> {
-    let mut m = LogWriter::create(&dir.join(manifest_name(number)))?;
+    let m = write_manifest_file(dir, number, version, log_number, next_file, last_seq)?;
+    set_current(dir, &manifest_name(number))?;
+    Ok(m)
+}
+
+/// A new manifest holding a snapshot of `version`, synced, not yet named
+/// by `CURRENT`. On failure the partial file is removed.
+fn write_manifest_file(
+    dir: &Path,
+    number: u64,
+    version: &Version,
+    log_number: u64,
+    next_file: u64,
+    last_seq: u64,
+) -> Result<LogWriter> {
+    let path = dir.join(manifest_name(number));
     let edit = VersionEdit {
         log_number: Some(log_number),
         next_file: Some(next_file),
@@ -829,11 +913,16 @@ pub(crate) fn write_snapshot_manifest(
         added: version.files().map(|(l, f)| (l, f.meta.clone())).collect(),
         deleted: Vec::new(),
     };
-    m.append(&edit.encode())?;
-    m.sync()?;
-    sync_dir(dir)?;
-    set_current(dir, &manifest_name(number))?;
-    Ok(m)
+    let written = LogWriter::create(&path).and_then(|mut m| {
+        m.append(&edit.encode())?;
+        m.sync()?;
+        sync_dir(dir)?;
+        Ok(m)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    written
 }
 
 impl Inner {
@@ -882,8 +971,24 @@ impl Inner {
                 std::thread::sleep(Duration::from_millis(1));
                 return Ok(());
             }
+            // Compaction cannot run for lack of space: refuse, don't wait.
+            if self.space.is(space::COMPACTION) {
+                return Err(self.space.error());
+            }
             self.wait_stalled(&mut st);
         }
+    }
+
+    /// `part` works again: clears its stall, and lets a compaction waiting
+    /// for space try again now rather than after its back-off.
+    pub(crate) fn space_back(&self, part: u8) {
+        if !self.space.is(part) {
+            return;
+        }
+        self.space.clear(part);
+        let mut st = self.state.lock();
+        st.compaction_retry_at = None;
+        self.bg_cv.notify_all();
     }
 
     /// Ensure the active memtable has room (rotating it when full, or when
@@ -903,6 +1008,9 @@ impl Inner {
             }
             let l0 = st.version.levels[0].len();
             if l0 >= opts.l0_stop_trigger {
+                if self.space.is(space::COMPACTION) {
+                    return Err(self.space.error());
+                }
                 self.wait_stalled(&mut st);
                 continue;
             }
@@ -921,6 +1029,9 @@ impl Inner {
                 return Ok(Arc::clone(&st.mem));
             }
             if st.imm.len() >= opts.max_immutable_memtables {
+                if self.space.is(space::FLUSH) {
+                    return Err(self.space.error());
+                }
                 self.wait_stalled(&mut st);
                 continue;
             }
@@ -952,11 +1063,20 @@ impl Inner {
         mut edit: VersionEdit,
         opened: &[Arc<TableFile>],
     ) -> Result<()> {
+        if st.manifest_broken {
+            self.rewrite_manifest(st)?;
+        }
         edit.next_file = Some(st.next_file);
         edit.last_seq = Some(self.last_seq.load(Ordering::Relaxed));
         let payload = edit.encode();
-        st.manifest.append(&payload)?;
-        st.manifest.sync()?;
+        let logged = st
+            .manifest
+            .append(&payload)
+            .and_then(|()| st.manifest.sync());
+        if let Err(e) = logged {
+            st.manifest_broken = true;
+            return Err(e);
+        }
         add(&self.stats.manifest_bytes, payload.len() as u64);
         let old = Arc::clone(&st.version);
         let new = old.apply(&edit, opened);
@@ -969,26 +1089,64 @@ impl Inner {
         }
         st.version = Arc::new(new);
         if st.manifest.len() > MAX_MANIFEST_BYTES {
-            let n = st.new_file();
-            let log_number = st.imm.front().map_or(st.mem.wal_number, |m| m.wal_number);
-            let m = write_snapshot_manifest(
-                &self.dir,
-                n,
-                &st.version,
-                log_number,
-                st.next_file,
-                self.last_seq.load(Ordering::Relaxed),
-            )?;
-            let old_path = self.dir.join(manifest_name(st.manifest_number));
-            st.manifest = m;
-            st.manifest_number = n;
-            let _ = std::fs::remove_file(old_path);
+            // The edit is durable already; a failed rewrite is tried again
+            // later (and marks the manifest broken if `CURRENT` may have
+            // moved).
+            let _ = self.rewrite_manifest(st);
         }
         Ok(())
+    }
+
+    /// Starts a new manifest holding a snapshot of the current version and
+    /// makes it current; then deletes the old one and the orphaned tables.
+    fn rewrite_manifest(&self, st: &mut State) -> Result<()> {
+        let n = st.new_file();
+        let log_number = st.imm.front().map_or(st.mem.wal_number, |m| m.wal_number);
+        let m = write_manifest_file(
+            &self.dir,
+            n,
+            &st.version,
+            log_number,
+            st.next_file,
+            self.last_seq.load(Ordering::Relaxed),
+        )?;
+        if let Err(e) = set_current(&self.dir, &manifest_name(n)) {
+            // `CURRENT` may name either file now: only a later manifest
+            // named in full settles it.
+            st.manifest_broken = true;
+            return Err(e);
+        }
+        let old_path = self.dir.join(manifest_name(st.manifest_number));
+        st.manifest = m;
+        st.manifest_number = n;
+        st.manifest_broken = false;
+        let _ = std::fs::remove_file(old_path);
+        for t in std::mem::take(&mut st.orphans) {
+            let _ = std::fs::remove_file(self.dir.join(table_name(t)));
+        }
+        Ok(())
+    }
+
+    /// Deletes every log numbered below `next_log` (their memtables are
+    /// flushed): the first log of a memtable, and any started after a failed
+    /// append.
+    fn remove_logs_below(&self, next_log: u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if let Some(n) = parse_number(&name.to_string_lossy(), ".log")
+                && n < next_log
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
 fn flush_loop(inner: Arc<Inner>) {
+    let mut backoff = Backoff::new();
     loop {
         let mut st = inner.state.lock();
         while (st.imm.is_empty() || st.bg_error.is_some()) && !st.shutdown {
@@ -1000,51 +1158,89 @@ fn flush_loop(inner: Arc<Inner>) {
         let mem = Arc::clone(st.imm.front().expect("not empty"));
         let number = st.new_file();
         drop(st);
-        let written = write_level0(&inner.dir, &mem, number, &inner.opts);
-        let mut st = inner.state.lock();
-        let res = written.and_then(|meta| {
+        let written = write_level0(&inner.dir, &mem, number, &inner.opts).and_then(|meta| {
             let opened = match meta {
                 Some(m) => vec![TableFile::open(&inner.dir, m)?],
                 None => Vec::new(),
             };
-            let size: u64 = opened.iter().map(|f| f.meta.size).sum();
-            // Logs before the next memtable's are no longer needed.
-            let next_log = st.imm.get(1).map_or(st.mem.wal_number, |m| m.wal_number);
-            let edit = VersionEdit {
-                log_number: Some(next_log),
-                added: opened.iter().map(|f| (0, f.meta.clone())).collect(),
-                ..Default::default()
-            };
-            inner.log_and_apply(&mut st, edit, &opened)?;
-            Ok(size)
+            Ok(opened)
         });
+        let mut st = inner.state.lock();
+        // Logs before the next memtable's are no longer needed.
+        let next_log = st.imm.get(1).map_or(st.mem.wal_number, |m| m.wal_number);
+        let res = match written {
+            Err(e) => {
+                let _ = std::fs::remove_file(inner.dir.join(table_name(number)));
+                Err(e)
+            }
+            Ok(opened) => {
+                let size: u64 = opened.iter().map(|f| f.meta.size).sum();
+                let edit = VersionEdit {
+                    log_number: Some(next_log),
+                    added: opened.iter().map(|f| (0, f.meta.clone())).collect(),
+                    ..Default::default()
+                };
+                match inner.log_and_apply(&mut st, edit, &opened) {
+                    Ok(()) => Ok(size),
+                    Err(e) => {
+                        // The manifest may name the table after all: keep it
+                        // until a new manifest (which does not) is current.
+                        if st.manifest_broken {
+                            st.orphans.push(number);
+                        } else {
+                            let _ = std::fs::remove_file(inner.dir.join(table_name(number)));
+                        }
+                        Err(e)
+                    }
+                }
+            }
+        };
         match res {
             Ok(size) => {
                 st.imm.pop_front();
                 st.flushed += 1;
                 inner.install(&st);
-                let _ = std::fs::remove_file(inner.dir.join(wal_name(mem.wal_number)));
+                drop(st);
+                inner.remove_logs_below(next_log);
                 add(&inner.stats.flushes, 1);
                 add(&inner.stats.flush_bytes, size);
+                backoff = Backoff::new();
+                inner.space_back(space::FLUSH);
                 inner.bg_cv.notify_all();
                 inner.done_cv.notify_all();
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(inner.dir.join(table_name(number)));
-                inner.set_bg_error(&mut st, e);
+            Err(e) if e.is_no_space() => {
+                // Writers are refused meanwhile; the same memtable is tried
+                // again after the back-off.
+                inner.space.stall(space::FLUSH, &e);
+                inner.pipeline_room_changed();
+                inner.done_cv.notify_all();
+                let wait = backoff.next();
+                if !st.shutdown {
+                    inner.bg_cv.wait_for(&mut st, wait);
+                }
+                if st.shutdown {
+                    return;
+                }
             }
+            Err(e) => inner.set_bg_error(&mut st, e),
         }
     }
 }
 
 fn compaction_loop(inner: Arc<Inner>) {
+    let mut backoff = Backoff::new();
     loop {
         let mut st = inner.state.lock();
         let (job, manual): (Option<Compaction>, bool) = loop {
             if st.shutdown {
                 return;
             }
-            if st.bg_error.is_none() {
+            let waiting = st
+                .compaction_retry_at
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .filter(|d| !d.is_zero());
+            if st.bg_error.is_none() && waiting.is_none() {
                 if st.manual_requested > st.manual_done {
                     break (compaction::full(&st.version), true);
                 }
@@ -1052,7 +1248,12 @@ fn compaction_loop(inner: Arc<Inner>) {
                     break (Some(c), false);
                 }
             }
-            inner.bg_cv.wait(&mut st);
+            match waiting {
+                Some(d) => {
+                    inner.bg_cv.wait_for(&mut st, d);
+                }
+                None => inner.bg_cv.wait(&mut st),
+            }
         };
         let Some(c) = job else {
             st.manual_done = st.manual_requested;
@@ -1082,7 +1283,12 @@ fn compaction_loop(inner: Arc<Inner>) {
                     Ok(()) => Ok(o),
                     Err(e) => {
                         if !trivial_move {
-                            o.outputs.iter().for_each(|f| f.mark_obsolete());
+                            if st.manifest_broken {
+                                // The manifest may name them after all.
+                                st.orphans.extend(o.outputs.iter().map(|f| f.meta.number));
+                            } else {
+                                o.outputs.iter().for_each(|f| f.mark_obsolete());
+                            }
                         }
                         Err(e)
                     }
@@ -1100,6 +1306,20 @@ fn compaction_loop(inner: Arc<Inner>) {
                 if manual {
                     st.manual_done = st.manual_done.max(target);
                 }
+                backoff = Backoff::new();
+                if inner.space.is(space::COMPACTION) {
+                    inner.space.clear(space::COMPACTION);
+                }
+            }
+            Err(e) if e.is_no_space() => {
+                inner.space.stall(space::COMPACTION, &e);
+                st.compaction_retry_at = Some(Instant::now() + backoff.next());
+                // A manual compaction is not retried: its caller is told.
+                if manual {
+                    st.manual_done = st.manual_done.max(target);
+                }
+                // Writers stalled on level 0 are refused now, not left waiting.
+                inner.pipeline_room_changed();
             }
             Err(e) => inner.set_bg_error(&mut st, e),
         }
@@ -1124,10 +1344,18 @@ fn sync_loop(inner: Arc<Inner>) {
             }
         }
         let handle = inner.wal.lock().sync_handle();
-        if let Err(e) = handle.and_then(|f| f.sync_data().ctx(&inner.dir)) {
-            let mut st = inner.state.lock();
-            inner.set_bg_error(&mut st, e);
-            return;
+        match handle.and_then(|f| f.sync_data().ctx(&inner.dir)) {
+            Ok(()) => inner.space_back(space::SYNC),
+            // Writes are refused until a later sync gets through.
+            Err(e) if e.is_no_space() => {
+                inner.space.stall(space::SYNC, &e);
+                inner.pipeline_room_changed();
+            }
+            Err(e) => {
+                let mut st = inner.state.lock();
+                inner.set_bg_error(&mut st, e);
+                return;
+            }
         }
     }
 }

@@ -28,6 +28,13 @@ pub enum Error {
     /// further writes so nothing is acknowledged that may not be durable.
     #[error("background error, database is read-only: {0}")]
     Background(String),
+    /// The disk is full (or over quota): writes are refused, nothing is
+    /// lost, and the database retries its background work and takes
+    /// writes again by itself once space is freed.
+    #[error(
+        "no space left for the database ({0}); writes are refused until space is freed, then resume by themselves"
+    )]
+    NoSpace(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +62,19 @@ impl Error {
     /// True for `Corruption`.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
+    }
+
+    /// True when the disk is full or over quota: `NoSpace`, or an I/O error
+    /// of that kind (which background work retries instead of giving up).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
     }
 }
 

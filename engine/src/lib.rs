@@ -38,6 +38,7 @@ mod memtable;
 mod options;
 mod readonly;
 mod record;
+mod space;
 mod sst;
 mod version;
 mod write;

@@ -95,6 +95,19 @@ impl LogWriter {
         Ok(n)
     }
 
+    /// Cuts the file back to `len` bytes (the end of its last complete
+    /// record, after a failed append) and syncs that. Shrinking needs no
+    /// free space.
+    pub(crate) fn truncate(&mut self, len: u64) -> Result<()> {
+        use std::io::Seek as _;
+        self.file.set_len(len).ctx(&self.path)?;
+        self.file
+            .seek(std::io::SeekFrom::Start(len))
+            .ctx(&self.path)?;
+        self.len = len;
+        self.sync()
+    }
+
     pub(crate) fn sync(&self) -> Result<()> {
         self.file.sync_data().ctx(&self.path)
     }

@@ -29,8 +29,12 @@ use parking_lot::{Condvar, Mutex};
 use crate::batch::{WriteBatch, encode_group_header};
 use crate::db::{Inner, insert_ops};
 use crate::error::{Error, Result};
+use crate::manifest::sync_dir;
 use crate::memtable::Memtable;
 use crate::options::SyncPolicy;
+use crate::record::LogWriter;
+use crate::space::{self, Backoff};
+use crate::version::wal_name;
 
 /// The group being built, and what writers need to append to it.
 pub(crate) struct Pending {
@@ -81,8 +85,13 @@ pub(crate) struct Pipeline {
     /// Bumped after every rotation (writers waiting for room watch it).
     rotations: AtomicU64,
     room_waiters: Waiters,
-    /// Set when a WAL write failed: nothing more is acknowledged.
+    /// Set when a WAL write failed for good (or the database closed while
+    /// a group waited for space): nothing more is acknowledged.
     failed: AtomicBool,
+    /// After a WAL append or sync failed for lack of space: the length to
+    /// cut the log back to (its last complete record) before the next
+    /// attempt, which goes into a fresh log file.
+    wal_reset: Mutex<Option<u64>>,
 }
 
 /// The outcome of one attempt to append.
@@ -112,6 +121,7 @@ impl Pipeline {
             rotations: AtomicU64::new(0),
             room_waiters: Waiters::default(),
             failed: AtomicBool::new(false),
+            wal_reset: Mutex::new(None),
         }
     }
 }
@@ -133,6 +143,10 @@ impl Inner {
         }
         if p.shutdown {
             return Err(Error::Closed);
+        }
+        // Out of space: refused before anything is appended.
+        if self.space.refusing() {
+            return Err(self.space.error());
         }
         if p.rotate.is_some() || p.mem.size() >= self.opts.memtable_bytes {
             let seen = pl.rotations.load(Ordering::Acquire);
@@ -171,6 +185,8 @@ impl Inner {
             Some(Ok(()))
         } else if pl.failed.load(Ordering::Acquire) || pl.pending.lock().shutdown {
             Some(Err(self.failure()))
+        } else if self.space.refusing() {
+            Some(Err(self.space.error()))
         } else {
             None
         }
@@ -231,9 +247,33 @@ impl Inner {
             let mut st = self.state.lock();
             self.set_bg_error(&mut st, e);
         }
+        self.abandon_pipeline();
+    }
+
+    /// Writers waiting for room re-check (they may now be refused).
+    pub(crate) fn pipeline_room_changed(&self) {
+        self.pipeline.room_waiters.wake(None);
+    }
+
+    /// Gives up on everything not yet committed (waiters get the
+    /// background error, or `Closed`).
+    fn abandon_pipeline(&self) {
         self.pipeline.failed.store(true, Ordering::Release);
         self.pipeline.durable_waiters.wake(None);
         self.pipeline.room_waiters.wake(None);
+    }
+
+    /// Marks `part` stalled for lack of space, lets refused writers know,
+    /// and waits the next back-off. False when the database is closing.
+    fn stall_and_wait(&self, part: u8, e: &Error, backoff: &mut Backoff) -> bool {
+        self.space.stall(part, e);
+        self.pipeline.room_waiters.wake(None);
+        let mut p = self.pipeline.pending.lock();
+        if p.shutdown {
+            return false;
+        }
+        self.pipeline.work.wait_for(&mut p, backoff.next());
+        !p.shutdown
     }
 }
 
@@ -341,10 +381,26 @@ pub(crate) fn commit_loop(inner: Arc<Inner>) {
             taken
         };
         if count > 0 {
-            if let Err(e) = inner.commit_group(first, count, write_time, &payload) {
-                inner.fail_pipeline(e);
-                return;
+            // Out of space, the group is retried until it is durable (its
+            // writers wait, unacknowledged) while new writes are refused.
+            let mut backoff = Backoff::new();
+            loop {
+                match inner.commit_group(first, count, write_time, &payload) {
+                    Ok(()) => break,
+                    Err(e) if e.is_no_space() => {
+                        if !inner.stall_and_wait(space::WAL, &e, &mut backoff) {
+                            // Closed meanwhile: the group was never acknowledged.
+                            inner.abandon_pipeline();
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        inner.fail_pipeline(e);
+                        return;
+                    }
+                }
             }
+            inner.space_back(space::WAL);
             // Don't keep a huge buffer around after one big group.
             if payload.capacity() > (4 << 20) {
                 payload = Vec::new();
@@ -353,23 +409,34 @@ pub(crate) fn commit_loop(inner: Arc<Inner>) {
         if let Some(force) = rotate {
             // Nobody appends while `rotate` is set, and everything appended
             // before it is now in the WAL: the memtable can be swapped.
-            match inner.make_room(force) {
-                Ok(mem) => {
-                    let mut p = pl.pending.lock();
-                    p.mem = mem;
-                    p.rotate = None;
-                    pl.rotations.fetch_add(1, Ordering::AcqRel);
-                }
-                // Closing: waiters see the shutdown and give up.
-                Err(Error::Closed) => {
-                    pl.room_waiters.wake(None);
-                    return;
-                }
-                Err(e) => {
-                    inner.fail_pipeline(e);
-                    return;
+            let mut backoff = Backoff::new();
+            loop {
+                match inner.make_room(force) {
+                    Ok(mem) => {
+                        let mut p = pl.pending.lock();
+                        p.mem = mem;
+                        p.rotate = None;
+                        pl.rotations.fetch_add(1, Ordering::AcqRel);
+                        break;
+                    }
+                    // Closing: waiters see the shutdown and give up.
+                    Err(Error::Closed) => {
+                        pl.room_waiters.wake(None);
+                        return;
+                    }
+                    Err(e) if e.is_no_space() => {
+                        if !inner.stall_and_wait(space::WAL, &e, &mut backoff) {
+                            inner.abandon_pipeline();
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        inner.fail_pipeline(e);
+                        return;
+                    }
                 }
             }
+            inner.space_back(space::WAL);
             pl.room_waiters.wake(None);
         }
     }
@@ -380,16 +447,36 @@ impl Inner {
     /// publishes it and wakes its writers.
     fn commit_group(&self, first: u64, count: u32, write_time: u64, payload: &[u8]) -> Result<()> {
         self.throttle()?;
+        let reset = self.pipeline.wal_reset.lock().take();
+        if let Some(len) = reset
+            && let Err(e) = self.restart_wal(len)
+        {
+            *self.pipeline.wal_reset.lock() = Some(len);
+            return Err(e);
+        }
         let written = {
             let mut wal = self.wal.lock();
-            let n = wal.append_with(|rec| {
-                encode_group_header(rec, first, write_time, count);
-                rec.extend_from_slice(payload);
-            })?;
-            if self.opts.sync == SyncPolicy::Always {
-                wal.sync()?;
+            let before = wal.len();
+            let res = wal
+                .append_with(|rec| {
+                    encode_group_header(rec, first, write_time, count);
+                    rec.extend_from_slice(payload);
+                })
+                .and_then(|n| {
+                    if self.opts.sync == SyncPolicy::Always {
+                        wal.sync()?;
+                    }
+                    Ok(n)
+                });
+            match res {
+                Ok(n) => n,
+                Err(e) => {
+                    // The record may be partly on disk: cut it off and
+                    // write the group again into a fresh log.
+                    *self.pipeline.wal_reset.lock() = Some(before);
+                    return Err(e);
+                }
             }
-            n
         };
         let last = first + u64::from(count) - 1;
         self.last_seq.store(last, Ordering::Release);
@@ -399,6 +486,22 @@ impl Inner {
         crate::db::add(&self.stats.write_groups, 1);
         crate::db::add(&self.stats.user_bytes, payload.len() as u64);
         crate::db::add(&self.stats.wal_bytes, written as u64);
+        Ok(())
+    }
+
+    /// After a failed append: cuts the current log back to `len` (its last
+    /// complete record, synced — recovery accepts a torn record only at the
+    /// end of the newest log) and starts a new log for what follows. The
+    /// memtable's entries then span both logs; recovery replays every log
+    /// the manifest has not seen flushed, in order.
+    fn restart_wal(&self, len: u64) -> Result<()> {
+        self.wal.lock().truncate(len)?;
+        let n = self.state.lock().new_file();
+        let fresh = LogWriter::create(&self.dir.join(wal_name(n)))?;
+        if self.opts.sync != SyncPolicy::Never {
+            sync_dir(&self.dir)?;
+        }
+        *self.wal.lock() = fresh;
         Ok(())
     }
 }

@@ -51,6 +51,19 @@ impl ConflictMode {
     }
 }
 
+/// When a read asks more replicas than its R (Cassandra's
+/// `speculative_retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeculativeRetry {
+    /// After four times the recent mean remote read latency (at least 2 ms):
+    /// a replica much slower than usual is worked around at once.
+    Adaptive,
+    /// After a fixed delay.
+    After(Duration),
+    /// Only when a replica fails.
+    Never,
+}
+
 /// Engine WAL sync policy as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -77,8 +90,12 @@ pub struct Config {
     pub r: u32,
     pub vnodes: u32,
     pub conflict_mode: ConflictMode,
+    /// LWW records whose hybrid clock is further ahead of this node's are refused.
+    pub max_clock_skew: Duration,
     pub max_value_bytes: usize,
     pub request_timeout: Duration,
+    /// When a read asks replicas beyond the first R.
+    pub speculative_retry: SpeculativeRetry,
     pub tombstone_grace: Duration,
     pub max_hint_window: Duration,
     /// `None` = off (the operator schedules repair).
@@ -116,8 +133,10 @@ pub const FIELDS: &[&str] = &[
     "r",
     "vnodes",
     "conflict_mode",
+    "max_clock_skew",
     "max_value_bytes",
     "request_timeout",
+    "speculative_retry",
     "tombstone_grace",
     "max_hint_window",
     "repair_interval",
@@ -176,10 +195,16 @@ pub struct Args {
     /// `causal` or `lww`.
     #[arg(long, env = "RINGKV_CONFLICT_MODE")]
     pub conflict_mode: Option<String>,
+    /// LWW: refuse records whose clock is further ahead than this.
+    #[arg(long, env = "RINGKV_MAX_CLOCK_SKEW")]
+    pub max_clock_skew: Option<String>,
     #[arg(long, env = "RINGKV_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<String>,
     #[arg(long, env = "RINGKV_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// `adaptive`, a duration, or `never`.
+    #[arg(long, env = "RINGKV_SPECULATIVE_RETRY")]
+    pub speculative_retry: Option<String>,
     #[arg(long, env = "RINGKV_TOMBSTONE_GRACE")]
     pub tombstone_grace: Option<String>,
     #[arg(long, env = "RINGKV_MAX_HINT_WINDOW")]
@@ -230,8 +255,10 @@ impl Args {
             "r" => self.r.as_ref(),
             "vnodes" => self.vnodes.as_ref(),
             "conflict_mode" => self.conflict_mode.as_ref(),
+            "max_clock_skew" => self.max_clock_skew.as_ref(),
             "max_value_bytes" => self.max_value_bytes.as_ref(),
             "request_timeout" => self.request_timeout.as_ref(),
+            "speculative_retry" => self.speculative_retry.as_ref(),
             "tombstone_grace" => self.tombstone_grace.as_ref(),
             "max_hint_window" => self.max_hint_window.as_ref(),
             "repair_interval" => self.repair_interval.as_ref(),
@@ -405,8 +432,10 @@ impl Config {
             r: 2,
             vnodes: 128,
             conflict_mode: ConflictMode::Causal,
+            max_clock_skew: crate::replica::DEFAULT_MAX_CLOCK_SKEW,
             max_value_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
+            speculative_retry: SpeculativeRetry::Adaptive,
             tombstone_grace: Duration::from_secs(10 * 86400),
             max_hint_window: Duration::from_secs(3 * 3600),
             repair_interval: None,
@@ -495,11 +524,29 @@ impl Config {
                 _ => return Err(invalid("conflict_mode", v, "expected `causal` or `lww`")),
             };
         }
+        if let Some(v) = get("max_clock_skew") {
+            c.max_clock_skew = parse_duration("max_clock_skew", v)?;
+        }
         if let Some(v) = get("max_value_bytes") {
             c.max_value_bytes = parse_num("max_value_bytes", v)?;
         }
         if let Some(v) = get("request_timeout") {
             c.request_timeout = parse_duration("request_timeout", v)?;
+        }
+        if let Some(v) = get("speculative_retry") {
+            c.speculative_retry = match v.trim() {
+                "adaptive" => SpeculativeRetry::Adaptive,
+                "never" => SpeculativeRetry::Never,
+                d => SpeculativeRetry::After(parse_duration("speculative_retry", d).map_err(
+                    |_| {
+                        invalid(
+                            "speculative_retry",
+                            v,
+                            "expected `adaptive`, `never` or a duration",
+                        )
+                    },
+                )?),
+            };
         }
         if let Some(v) = get("tombstone_grace") {
             c.tombstone_grace = parse_duration("tombstone_grace", v)?;
@@ -601,6 +648,16 @@ impl Config {
                 "must be between 1 and 67108864 (64 MiB)",
             ));
         }
+        // A restart moves an LWW node's clock up to MARGIN_MS ahead
+        // (`version::Hlc`); peers must not refuse it for that.
+        let min_skew = Duration::from_millis(2 * crate::version::HLC_MARGIN_MS);
+        if self.max_clock_skew < min_skew {
+            return Err(invalid(
+                "max_clock_skew",
+                humantime::format_duration(self.max_clock_skew).to_string(),
+                format!("must be at least {}", humantime::format_duration(min_skew)),
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(invalid("request_timeout", "0s", "must be positive"));
         }
@@ -677,6 +734,9 @@ mod tests {
             (vec![("conflict_mode", "newest")], "conflict_mode"),
             (vec![("request_timeout", "soon")], "request_timeout"),
             (vec![("sync", "sometimes")], "sync"),
+            (vec![("speculative_retry", "99p")], "speculative_retry"),
+            (vec![("max_clock_skew", "500ms")], "max_clock_skew"),
+            (vec![("max_clock_skew", "a while")], "max_clock_skew"),
             (vec![("node_id", "a b")], "node_id"),
             (vec![("seeds", "host-without-port")], "seeds"),
             (vec![("listen_http", "nowhere")], "listen_http"),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+mod durable;
 pub mod fuzzing;
 pub mod membership;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod ratelimit;
 pub mod repair;
 pub mod replica;
 pub mod ring;
+pub mod telemetry;
 pub mod transport;
 pub mod version;
 
@@ -23,23 +25,16 @@ pub use mimalloc::MiMalloc as Allocator;
 pub use node::{BoundAddrs, ENDPOINTS_FILE, NodeError, NodeOptions, RunningNode, run};
 pub use transport::{Fault, FaultInjector};
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // Chitchat warns on every payload it cannot decode; the gossip
-        // guard already counts and logs those, rate-limited.
-        tracing_subscriber::EnvFilter::new("info,chitchat::transport::udp=error")
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs to stderr (`RUST_LOG` filters, default `info`), and exports spans
+/// over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`telemetry`]).
+pub fn init_tracing() -> telemetry::Telemetry {
+    telemetry::init()
 }
 
 /// Resolves `args` and runs the node to completion on a new runtime: the
 /// body of both `ringkv-node` and `ringkv node`.
 pub fn main_with_args(args: Args) -> std::process::ExitCode {
-    init_tracing();
+    let telemetry = init_tracing();
     let config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -58,11 +53,15 @@ pub fn main_with_args(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    let code = match rt.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringkv-node: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The batch exporter flushes on the runtime.
+    rt.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })
+        .ok();
+    code
 }

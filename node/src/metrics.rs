@@ -68,6 +68,7 @@ pub struct Metrics {
     pub repair_last_completed_seconds: Gauge,
     pub stream_keys: Counter,
     pub stream_bytes: Counter,
+    pub clock_skew_refused: Counter,
     pub undecodable_records: Counter,
     pub gossip_dropped: Family<ReasonLabel, Counter>,
     pub gossip_accepted: Counter,
@@ -85,6 +86,7 @@ struct EngineMetrics {
     write_groups: Counter,
     write_stalls: Counter,
     bytes_written: Counter,
+    no_space: Gauge,
     /// Engine totals already added to the counters above.
     seen: parking_lot::Mutex<(u64, u64, u64)>,
 }
@@ -176,6 +178,12 @@ impl Metrics {
             "sloppy_writes",
             "Writes coordinated by a non-replica because no replica was reachable",
             sloppy_writes.clone(),
+        );
+        let clock_skew_refused = Counter::default();
+        registry.register(
+            "clock_skew_refused",
+            "LWW records refused because their clock ran more than max_clock_skew ahead",
+            clock_skew_refused.clone(),
         );
         let hints_stored = Counter::default();
         registry.register(
@@ -315,6 +323,11 @@ impl Metrics {
             "Bytes the engine wrote to disk (WAL, flushes, compactions, manifest)",
             engine.bytes_written.clone(),
         );
+        registry.register(
+            "engine_no_space",
+            "1 while the storage engine refuses writes for lack of disk space (it takes them again by itself once space is freed)",
+            engine.no_space.clone(),
+        );
         Metrics {
             engine,
             registry,
@@ -343,6 +356,7 @@ impl Metrics {
             repair_last_completed_seconds,
             stream_keys,
             stream_bytes,
+            clock_skew_refused,
             undecodable_records,
             gossip_dropped,
             gossip_accepted,
@@ -365,6 +379,7 @@ impl Metrics {
             .set(st.compaction_pending_bytes as i64);
         e.memtable_bytes.set(st.memtable_bytes as i64);
         e.block_cache_bytes.set(st.block_cache_bytes as i64);
+        e.no_space.set(i64::from(st.no_space));
         let written = st.wal_bytes_written
             + st.flush_bytes_written
             + st.compaction_bytes_written
@@ -422,5 +437,9 @@ mod tests {
             text.contains("ringkv_engine_compaction_pending_bytes 5"),
             "{text}"
         );
+        assert!(text.contains("ringkv_engine_no_space 0"), "{text}");
+        st.no_space = true;
+        m.observe_engine(&st);
+        assert!(m.encode().contains("ringkv_engine_no_space 1"));
     }
 }

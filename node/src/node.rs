@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::coordinator::{Coordinator, Settings};
 use crate::membership::{GossipOptions, Membership, MembershipError, NodeState};
 use crate::metrics::Metrics;
-use crate::repair::{Moves, Repairer};
+use crate::repair::{Cleaner, Moves, Remover, Repairer};
 use crate::replica::handoff::{Handoff, HandoffSettings};
 use crate::replica::{HintStore, Replica, StorageError, Store};
 use crate::ring::{
@@ -174,11 +174,17 @@ impl RunningNode {
             (Some(_), Some(s)) => s,
             (Some(_), None) => NodeState::Normal,
         };
+        // Never below an earlier run's, whatever the clock says now.
+        let generation = crate::membership::generation::next_generation(&config.data_dir, now_ms())
+            .map_err(|source| NodeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let info = pb::MemberInfo {
             node_id: config.node_id.clone(),
             zone: config.zone.clone(),
             state: initial.to_proto() as i32,
-            generation: now_ms(),
+            generation,
             tokens: persisted.clone().unwrap_or_default(),
             internode_addr: adv(internode_a),
             client_grpc_addr: adv(grpc_a),
@@ -217,12 +223,13 @@ impl RunningNode {
         // (a node whose data directory was lost), or nothing.
         let mut after_start = match initial {
             NodeState::Joining if persisted.is_some() => AfterStart::Join,
+            // Restoring lost data when it stopped: resume.
+            NodeState::Repairing => AfterStart::Repair,
             _ => AfterStart::Nothing,
         };
         let mut start = crate::replica::writer::Start::Existing;
         if persisted.is_none() {
             let (tokens, origin) = choose_tokens(&config, &membership).await;
-            let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             let state = match origin {
                 TokenOrigin::FirstNode => {
                     start = crate::replica::writer::Start::New;
@@ -231,19 +238,25 @@ impl RunningNode {
                 TokenOrigin::Adopted => {
                     start = crate::replica::writer::Start::DataLost;
                     after_start = AfterStart::Repair;
-                    NodeState::Normal
+                    NodeState::Repairing
                 }
                 TokenOrigin::Allocated => {
                     start = crate::replica::writer::Start::New;
-                    crate::repair::moves::save_state(&config.data_dir, Some(NodeState::Joining))
-                        .map_err(|source| NodeError::DataDir {
-                            path: config.data_dir.clone(),
-                            source,
-                        })?;
                     after_start = AfterStart::Join;
                     NodeState::Joining
                 }
             };
+            // The move is recorded before the tokens: a crash in between
+            // must not restart this node as a NORMAL member without its data.
+            if state != NodeState::Normal {
+                crate::repair::moves::save_state(&config.data_dir, Some(state)).map_err(
+                    |source| NodeError::DataDir {
+                        path: config.data_dir.clone(),
+                        source,
+                    },
+                )?;
+            }
+            let (tokens, _) = load_or_create_tokens(&config.data_dir, || tokens)?;
             membership
                 .update_local(|l| {
                     l.tokens = tokens.clone();
@@ -277,13 +290,19 @@ impl RunningNode {
         if writer != config.node_id {
             tracing::info!(%writer, "the last stop was not clean: minting versions under a new writer id");
         }
-        let replica = Arc::new(Replica::new(
-            &config.node_id,
-            &writer,
-            store,
-            hints,
-            metrics.clone(),
-        ));
+        // LWW timestamps never go back across restarts (`version::hlc`).
+        let hlc = match config.conflict_mode {
+            crate::config::ConflictMode::Lww => {
+                let path = config.data_dir.join(HLC_FILE);
+                crate::version::Hlc::persistent(&path, Arc::new(ringkv_engine::SystemClock))
+                    .map_err(|source| NodeError::DataDir { path, source })?
+            }
+            crate::config::ConflictMode::Causal => crate::version::Hlc::new(),
+        };
+        let replica = Arc::new(
+            Replica::new(&config.node_id, &writer, store, hints, metrics.clone())
+                .with_clock(hlc, config.max_clock_skew),
+        );
         let topology = Arc::new(SharedTopology::default());
         topology.set(Topology::with_replication(
             membership.view(),
@@ -320,8 +339,24 @@ impl RunningNode {
             },
         );
 
+        let cleanup = Cleaner::new(repair.clone(), config.repair_rate);
+        let remover = Remover::new(
+            repair.clone(),
+            membership.clone(),
+            config.data_dir.clone(),
+            settle,
+            {
+                let gate = gate.clone();
+                Box::new(move || gate.close())
+            },
+        );
+
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(remover.clone().keep(
+            config.gossip_interval.min(Duration::from_secs(1)),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(follow_membership(
             membership.clone(),
             topology.clone(),
@@ -357,12 +392,15 @@ impl RunningNode {
             started,
             repair: repair.clone(),
             moves: moves.clone(),
+            cleanup,
+            remover,
         };
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
 
         let internode = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::internode_span(&config.node_id))
             .add_service(
                 pb::internode_server::InternodeServer::new(InternodeService {
                     state: state.clone(),
@@ -389,6 +427,7 @@ impl RunningNode {
             .build_v1alpha()
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
         let grpc = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::request_span(&config.node_id))
             .add_service(
                 pb::key_value_server::KeyValueServer::new(KeyValueService {
                     state: state.clone(),
@@ -409,8 +448,12 @@ impl RunningNode {
         let http_l = http_l.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let http = axum::serve(http_l, crate::api::http::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx));
+        let router =
+            crate::api::http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::<str>::from(config.node_id.as_str()),
+                crate::telemetry::http_span,
+            ));
+        let http = axum::serve(http_l, router).with_graceful_shutdown(stopped(stop_rx));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = http.await {
                 tracing::error!(error = %e, "HTTP server failed");
@@ -423,18 +466,13 @@ impl RunningNode {
             }
             AfterStart::Repair => {
                 // The data directory was lost: get this node's ranges back
-                // from the other replicas once they are seen alive.
-                let (repair, membership) = (repair.clone(), membership.clone());
-                let wait = config.gossip_interval * 20;
-                tasks.push(tokio::spawn(async move {
-                    membership.wait_for_peer(wait).await;
-                    tokio::time::sleep(settle).await;
-                    let (_, id) = repair.start();
-                    tracing::info!(
-                        repair = id,
-                        "data directory was empty: repairing this node's ranges"
-                    );
-                }));
+                // from the other replicas, serving no reads until done.
+                tasks.push(tokio::spawn(crate::repair::restore::run(
+                    repair.clone(),
+                    membership.clone(),
+                    config.data_dir.clone(),
+                    settle,
+                )));
             }
             AfterStart::Nothing => {}
         }
@@ -510,6 +548,9 @@ impl RunningNode {
 /// Where a node publishes its bound addresses (for `ringkv local` and tests).
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
 
+/// The persisted ceiling of the hybrid logical clock (LWW mode).
+const HLC_FILE: &str = "hlc_ceiling";
+
 fn write_endpoints(config: &Config, addrs: &BoundAddrs) {
     let body = serde_json::json!({
         "node_id": config.node_id,
@@ -557,9 +598,18 @@ async fn choose_tokens(config: &Config, membership: &Membership) -> (Vec<u64>, T
             tracing::info!("no seed answered; choosing tokens as the first node");
         }
     }
+    // A previous incarnation removed by RemoveNode (or being removed) is
+    // not taken back: its ranges went (or go) to other nodes; join afresh.
+    let removed = |old: &crate::membership::Member| {
+        membership
+            .removals()
+            .get(&old.node_id)
+            .is_some_and(|r| r.applies_to(old.generation, &old.tokens))
+    };
     if let Some(old) = membership.previous_self()
         && !old.tokens.is_empty()
         && old.state != NodeState::Left
+        && !removed(&old)
     {
         return (old.tokens.as_ref().clone(), TokenOrigin::Adopted);
     }

@@ -209,9 +209,27 @@ async fn wiped_data_directory_is_restored_by_anti_entropy_streaming_under_2x() {
         tokens_before,
         "a node whose disk was lost takes its tokens back from the ring"
     );
-    eventually(LONG, "the automatic repair to finish", || async {
-        let r = c.nodes[2].status().repair.unwrap();
-        !r.running && r.last_completed_unix_ms > 0
+    // Until it has its data back it takes writes but serves no reads, and
+    // is not ready: reads at R=1 through it come from the other replicas.
+    let repairing = pb::NodeState::Repairing as i32;
+    let mut kv2 = c.kv(2).await;
+    let mut checked = 0;
+    while c.nodes[2].status().state == repairing && checked < count {
+        let k = format!("user:{checked:05}");
+        let got = kv2
+            .get(pb::GetRequest {
+                key: k.clone().into_bytes().into(),
+                r: "one".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(got.found, "{k} read as absent from the node restoring it");
+        checked += 1;
+    }
+    assert!(checked > 0, "the node was never seen REPAIRING");
+    eventually(LONG, "the restore to finish", || async {
+        c.nodes[2].status().state == pb::NodeState::Normal as i32
     })
     .await;
     assert_eq!(c.nodes[2].replica.store().count().await.unwrap(), count);

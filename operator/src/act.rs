@@ -251,6 +251,21 @@ pub async fn act(
             step(ctx, "repair");
             outcome.admin = Some(AdminResult::Repair(res));
         }
+        Some(AdminCall::Cleanup { node }) => {
+            let res = ctx.admin.cleanup(&addr(kvc, ns, &node, tls)).await;
+            count_admin(ctx, "cleanup", res.is_ok());
+            step(ctx, "cleanup");
+            outcome.admin = Some(AdminResult::Cleanup(res));
+        }
+        Some(AdminCall::RemoveNode { via, node }) => {
+            let res = ctx
+                .admin
+                .remove_node(&addr(kvc, ns, &via, tls), &node)
+                .await;
+            count_admin(ctx, "remove_node", res.is_ok());
+            step(ctx, "remove_node");
+            outcome.admin = Some(AdminResult::RemoveNode(res));
+        }
         None => {}
     }
     None

@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::build::PORT_INTERNODE;
 use crate::names;
-use crate::observe::{DecommissionReport, NodeReport};
+use crate::observe::{DecommissionReport, NodeReport, RemovalPhase, RemovalReport};
 
 /// Which node to call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,14 @@ pub struct RepairStarted {
     /// False when a repair was already running (its id is returned).
     pub started: bool,
     pub repair_id: u64,
+}
+
+/// Outcome of `Admin.Cleanup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupStarted {
+    /// False when a cleanup was already running (its id is returned).
+    pub started: bool,
+    pub cleanup_id: u64,
 }
 
 /// Pool of Admin clients.
@@ -231,6 +239,45 @@ impl AdminPool {
             started: r.started,
             repair_id: r.repair_id,
         })
+    }
+
+    /// Starts a cleanup (drop what the node no longer replicates).
+    pub async fn cleanup(&self, addr: &NodeAddr) -> Result<CleanupStarted, AdminError> {
+        let r = self
+            .call(addr, |mut c| async move {
+                c.cleanup(pb::CleanupRequest {}).await
+            })
+            .await?;
+        Ok(CleanupStarted {
+            started: r.started,
+            cleanup_id: r.cleanup_id,
+        })
+    }
+
+    /// Asks `addr`'s node to remove (or resume removing) the dead `node`;
+    /// returns the removal's progress.
+    pub async fn remove_node(
+        &self,
+        addr: &NodeAddr,
+        node: &str,
+    ) -> Result<RemovalReport, AdminError> {
+        let node_id = node.to_string();
+        let r = self
+            .call(addr, |mut c| async move {
+                c.remove_node(pb::RemoveNodeRequest { node_id }).await
+            })
+            .await?;
+        Ok(r.status
+            .as_ref()
+            .map(RemovalReport::from)
+            .unwrap_or(RemovalReport {
+                node_id: node.to_string(),
+                phase: RemovalPhase::Unknown,
+                ranges_total: 0,
+                ranges_done: 0,
+                keys_streamed: 0,
+                error: String::new(),
+            }))
     }
 }
 

@@ -60,7 +60,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Ring states exported per cluster (always all of them, so a state that
 /// drops to zero reads 0 rather than disappearing).
-const STATES: [&str; 4] = ["joining", "normal", "leaving", "left"];
+const STATES: [&str; 5] = ["joining", "normal", "leaving", "left", "repairing"];
 
 pub struct Metrics {
     registry: Registry,

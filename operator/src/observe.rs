@@ -21,6 +21,10 @@ pub const ANNOTATION_TEMPLATE_HASH: &str = "ringkv.io/template-hash";
 /// PVC annotation: the node on this volume was decommissioned (its data was
 /// streamed away) at this time; the volume must never be reused as is.
 pub const ANNOTATION_DECOMMISSIONED: &str = "ringkv.io/decommissioned-at";
+/// Pod annotation: replace this node, which is gone for good (its volume is
+/// lost): remove it from the ring (`RemoveNode`), then re-create its pod on a
+/// new, empty volume as a new node. Any value but `false` asks for it.
+pub const ANNOTATION_REPLACE: &str = "ringkv.io/replace";
 
 /// What the operator saw this reconcile.
 #[derive(Debug, Clone, Default)]
@@ -170,6 +174,8 @@ pub struct PodObservation {
     pub waiting: Option<(String, String)>,
     /// A container of the pod has run at some point.
     pub started: bool,
+    /// Carries the [`ANNOTATION_REPLACE`] annotation.
+    pub replace_requested: bool,
 }
 
 impl PodObservation {
@@ -205,6 +211,12 @@ impl PodObservation {
                         .as_ref()
                         .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
             }),
+            replace_requested: p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_REPLACE))
+                .is_some_and(|v| !v.trim().is_empty() && v.trim() != "false"),
         }
     }
 
@@ -241,6 +253,9 @@ pub struct PvcObservation {
     pub deleting: bool,
     /// Belonged to a decommissioned node.
     pub decommissioned: bool,
+    pub uid: String,
+    /// Lost its PersistentVolume (`status.phase: Lost`): the data is gone.
+    pub lost: bool,
 }
 
 impl PvcObservation {
@@ -263,6 +278,12 @@ impl PvcObservation {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(ANNOTATION_DECOMMISSIONED)),
+            uid: c.metadata.uid.clone().unwrap_or_default(),
+            lost: c
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Lost"),
         }
     }
 }
@@ -274,6 +295,8 @@ pub enum NodeState {
     Normal,
     Leaving,
     Left,
+    /// Restoring lost data (not serving reads yet).
+    Repairing,
     Unknown,
 }
 
@@ -284,6 +307,7 @@ impl NodeState {
             Ok(pb::NodeState::Normal) => Self::Normal,
             Ok(pb::NodeState::Leaving) => Self::Leaving,
             Ok(pb::NodeState::Left) => Self::Left,
+            Ok(pb::NodeState::Repairing) => Self::Repairing,
             _ => Self::Unknown,
         }
     }
@@ -294,6 +318,7 @@ impl NodeState {
             Self::Normal => "normal",
             Self::Leaving => "leaving",
             Self::Left => "left",
+            Self::Repairing => "repairing",
             Self::Unknown => "unknown",
         }
     }
@@ -304,6 +329,7 @@ impl NodeState {
             Self::Normal => pb::NodeState::Normal,
             Self::Leaving => pb::NodeState::Leaving,
             Self::Left => pb::NodeState::Left,
+            Self::Repairing => pb::NodeState::Repairing,
             Self::Unknown => pb::NodeState::Unspecified,
         }
     }
@@ -384,6 +410,78 @@ pub struct RepairReport {
     pub last_error: String,
 }
 
+/// Cleanup state of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CleanupReport {
+    pub running: bool,
+    pub cleanup_id: u64,
+    /// Unix ms of the last cleanup that finished every range; 0 = never.
+    pub last_completed_unix_ms: u64,
+    /// Why the last cleanup did not finish every range (empty if it did).
+    pub last_error: String,
+    pub keys_dropped: u64,
+}
+
+/// Phase of a removal (`RemoveNode`) a node coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalPhase {
+    NotStarted,
+    Announcing,
+    Streaming,
+    Done,
+    Failed,
+    Unknown,
+}
+
+impl RemovalPhase {
+    pub fn from_proto(v: i32) -> Self {
+        use pb::remove_node_status::Phase;
+        match Phase::try_from(v) {
+            Ok(Phase::NotStarted) => Self::NotStarted,
+            Ok(Phase::Announcing) => Self::Announcing,
+            Ok(Phase::Streaming) => Self::Streaming,
+            Ok(Phase::Done) => Self::Done,
+            Ok(Phase::Failed) => Self::Failed,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotStarted => "NotStarted",
+            Self::Announcing => "Announcing",
+            Self::Streaming => "Streaming",
+            Self::Done => "Done",
+            Self::Failed => "Failed",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Progress of a removal a node coordinates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalReport {
+    pub node_id: String,
+    pub phase: RemovalPhase,
+    pub ranges_total: u32,
+    pub ranges_done: u32,
+    pub keys_streamed: u64,
+    pub error: String,
+}
+
+impl From<&pb::RemoveNodeStatus> for RemovalReport {
+    fn from(r: &pb::RemoveNodeStatus) -> Self {
+        Self {
+            node_id: r.node_id.clone(),
+            phase: RemovalPhase::from_proto(r.phase),
+            ranges_total: r.ranges_total,
+            ranges_done: r.ranges_done,
+            keys_streamed: r.keys_streamed,
+            error: r.error.clone(),
+        }
+    }
+}
+
 /// A node's answer to `Admin.Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeReport {
@@ -392,6 +490,7 @@ pub struct NodeReport {
     pub members: Vec<Member>,
     pub decommission: Option<DecommissionReport>,
     pub repair: RepairReport,
+    pub cleanup: CleanupReport,
 }
 
 impl From<&pb::StatusResponse> for NodeReport {
@@ -418,6 +517,17 @@ impl From<&pb::StatusResponse> for NodeReport {
                     repair_id: r.repair_id,
                     last_completed_unix_ms: r.last_completed_unix_ms,
                     last_error: r.last_error.clone(),
+                })
+                .unwrap_or_default(),
+            cleanup: s
+                .cleanup
+                .as_ref()
+                .map(|c| CleanupReport {
+                    running: c.running,
+                    cleanup_id: c.cleanup_id,
+                    last_completed_unix_ms: c.last_completed_unix_ms,
+                    last_error: c.last_error.clone(),
+                    keys_dropped: c.keys_dropped,
                 })
                 .unwrap_or_default(),
         }

@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::admin::{AdminError, RepairStarted};
+use crate::admin::{AdminError, CleanupStarted, RepairStarted};
 use crate::crd::{
     DecommissionProgress, KVClusterSpec, KVClusterStatus, MemberStatus, Phase, ZoneStatus,
 };
 use crate::names;
-use crate::observe::{DecommissionPhase, DecommissionReport, NodeObservation, NodeState, Observed};
+use crate::observe::{
+    DecommissionPhase, DecommissionReport, NodeObservation, NodeState, Observed, RemovalPhase,
+    RemovalReport,
+};
 use crate::planner::{Activity, Blocker, Plan, PlannedEvent, REQUEUE_IDLE};
 
 pub const AVAILABLE: &str = "Available";
@@ -47,6 +50,8 @@ impl Outcome {
 pub enum AdminResult {
     Decommission(Result<DecommissionReport, AdminError>),
     Repair(Result<RepairStarted, AdminError>),
+    Cleanup(Result<CleanupStarted, AdminError>),
+    RemoveNode(Result<RemovalReport, AdminError>),
 }
 
 /// A condition stamped `now_ms`; [`merge_conditions`] keeps the old transition
@@ -86,6 +91,8 @@ fn merge_conditions(prev: &[Condition], next: Vec<Condition>) -> Vec<Condition> 
 struct Resolved {
     decommission: Option<DecommissionProgress>,
     repair: Option<crate::crd::RepairProgress>,
+    cleanup: Option<crate::crd::CleanupProgress>,
+    replace: Option<crate::crd::ReplaceProgress>,
     blocker: Option<Blocker>,
     events: Vec<PlannedEvent>,
 }
@@ -95,9 +102,12 @@ fn resolve(prev: &KVClusterStatus, o: &Outcome) -> Resolved {
     let mut r = Resolved {
         decommission: plan.decommission.clone(),
         repair: plan.repair.clone(),
+        cleanup: plan.cleanup.clone(),
+        replace: plan.replace.clone(),
         blocker: plan.blocker.clone(),
         events: plan.events.clone(),
     };
+    resolve_maintenance(o, &mut r);
     match (&o.admin, r.decommission.as_mut(), r.repair.as_mut()) {
         (Some(AdminResult::Decommission(res)), Some(progress), _) => match res {
             Ok(report) => {
@@ -163,13 +173,67 @@ fn resolve(prev: &KVClusterStatus, o: &Outcome) -> Resolved {
     r
 }
 
+/// Folds a Cleanup or RemoveNode answer into the progress records.
+fn resolve_maintenance(o: &Outcome, r: &mut Resolved) {
+    match (&o.admin, r.cleanup.as_mut(), r.replace.as_mut()) {
+        (Some(AdminResult::Cleanup(res)), Some(progress), _) => match res {
+            Ok(started) => {
+                progress.cleanup_id = i64::try_from(started.cleanup_id).unwrap_or(i64::MAX);
+            }
+            // Refused (a node joined or left meanwhile): asked again later.
+            Err(e) => progress.message = Some(e.to_string()),
+        },
+        (Some(AdminResult::RemoveNode(res)), _, Some(progress)) => match res {
+            Ok(report) => {
+                progress.ranges_done = i64::from(report.ranges_done);
+                progress.ranges_total = i64::from(report.ranges_total);
+                progress.keys_streamed = i64::try_from(report.keys_streamed).unwrap_or(i64::MAX);
+                progress.message = match report.phase {
+                    RemovalPhase::Failed => {
+                        Some(format!("removal failed ({}); resuming it", report.error))
+                    }
+                    p => Some(format!(
+                        "removal {}: {}/{} ranges, {} keys streamed",
+                        p.as_str(),
+                        report.ranges_done,
+                        report.ranges_total,
+                        report.keys_streamed
+                    )),
+                };
+                if report.phase == RemovalPhase::Failed {
+                    r.events.push(
+                        PlannedEvent::warning(
+                            "RemoveNodeFailed",
+                            format!(
+                                "removal of {} failed ({}); resuming it",
+                                progress.node, report.error
+                            ),
+                        )
+                        .pod(&progress.node),
+                    );
+                }
+            }
+            Err(AdminError::FailedPrecondition { message, .. }) => {
+                progress.message = Some(message.clone());
+                r.blocker = Some(Blocker {
+                    reason: "RemoveNodeRefused",
+                    message: format!("removing {} was refused: {message}", progress.node),
+                });
+            }
+            Err(e) => progress.message = Some(e.to_string()),
+        },
+        _ => {}
+    }
+}
+
 /// How long to wait before the next reconcile, given how the actions went.
 pub fn requeue(o: &Outcome) -> std::time::Duration {
     let refused = matches!(
         &o.admin,
-        Some(AdminResult::Decommission(Err(
-            AdminError::FailedPrecondition { .. }
-        )))
+        Some(
+            AdminResult::Decommission(Err(AdminError::FailedPrecondition { .. }))
+                | AdminResult::RemoveNode(Err(AdminError::FailedPrecondition { .. }))
+        )
     );
     if refused {
         REQUEUE_IDLE
@@ -243,7 +307,17 @@ pub fn report(
         plan.activity,
         Activity::Stable | Activity::Repairing { .. } | Activity::Invalid(_)
     );
-    let degraded = degraded(o, &resolved, ready, expected, progressing, &members);
+    // The node being replaced is down by definition.
+    let replacing = resolved.replace.as_ref().map(|r| r.node.as_str());
+    let degraded = degraded(
+        o,
+        &resolved,
+        ready,
+        expected,
+        progressing,
+        &members,
+        replacing,
+    );
     let available = ready >= spec.replication.n;
     let (prog_status, prog_reason, prog_msg) =
         progressing_condition(&plan.activity, resolved.blocker.as_ref());
@@ -253,11 +327,15 @@ pub fn report(
         Activity::Waiting { during, .. } => *during,
         Activity::ScalingUp { .. }
         | Activity::Decommissioning { .. }
-        | Activity::RemovingNode { .. } => Phase::Scaling,
+        | Activity::RemovingNode { .. }
+        | Activity::ReplacingNode { .. } => Phase::Scaling,
         Activity::RollingOut { .. } => Phase::Upgrading,
         Activity::ExpandingVolumes { .. } => Phase::Expanding,
         _ if degraded.is_some() => Phase::Degraded,
         Activity::Repairing { .. } => Phase::Repairing,
+        // Maintenance after a scale-up is over (a Scaling phase here would
+        // make the next reconcile report the scale-up complete again).
+        Activity::CleaningUp { .. } => Phase::Running,
         Activity::Stable => Phase::Running,
     };
     let (deg_status, deg_reason, deg_msg) = match &degraded {
@@ -338,6 +416,8 @@ pub fn report(
         members,
         decommission: resolved.decommission,
         repair: resolved.repair,
+        cleanup: resolved.cleanup,
+        replace: resolved.replace,
         step: plan.step.clone(),
         conditions: merge_conditions(&prev.conditions, conditions),
     };
@@ -388,6 +468,7 @@ fn degraded(
     expected: i32,
     progressing: bool,
     members: &[MemberStatus],
+    replacing: Option<&str>,
 ) -> Option<(&'static str, String)> {
     if let Activity::Invalid(msg) = &o.plan.activity {
         return Some(("InvalidSpec", msg.clone()));
@@ -419,6 +500,7 @@ fn degraded(
         .iter()
         .filter(|m| !m.alive && m.state != NodeState::Left.as_str())
         .map(|m| m.node_id.as_str())
+        .filter(|id| Some(*id) != replacing)
         .collect();
     if down.len() > usize::try_from(allowed).unwrap_or(0) {
         return Some((
@@ -453,6 +535,8 @@ fn progressing_condition(
             format!("{node} left the ring; removing its pod"),
         ),
         Activity::RollingOut { message, .. } => (true, "RollingOut", message.clone()),
+        Activity::CleaningUp { message, .. } => (true, "CleaningUp", message.clone()),
+        Activity::ReplacingNode { message, .. } => (true, "ReplacingNode", message.clone()),
         Activity::ExpandingVolumes { message } => (true, "ExpandingVolumes", message.clone()),
         Activity::Waiting {
             reason, message, ..

@@ -330,3 +330,95 @@ fn wide_columns_and_recorded_values_are_filled() {
     w.status.phase = Phase::Scaling;
     assert_eq!(status_of(&w, &w.plan()).reason, "NodesNotNormal");
 }
+
+#[test]
+fn removal_and_cleanup_answers_are_recorded() {
+    use crate::crd::{CleanupProgress, ReplaceProgress};
+    use crate::observe::{RemovalPhase, RemovalReport};
+    let mut w = World::new(&[2, 1, 1]);
+    let dead = "kv-zone-a-1";
+    w.nodes
+        .insert(dead.into(), NodeObservation::Unreachable("refused".into()));
+    let mut p = w.plan();
+    p.replace = Some(ReplaceProgress {
+        node: dead.into(),
+        zone: "zone-a".into(),
+        phase: "Removing".into(),
+        reason: "annotation".into(),
+        coordinator: "kv-zone-a-0".into(),
+        old_pod_uid: String::new(),
+        old_volume_uid: String::new(),
+        ranges_done: 0,
+        ranges_total: 0,
+        keys_streamed: 0,
+        started_at: None,
+        message: None,
+    });
+    p.activity = Activity::ReplacingNode {
+        node: dead.into(),
+        message: "removing".into(),
+    };
+    let progress = RemovalReport {
+        node_id: dead.into(),
+        phase: RemovalPhase::Streaming,
+        ranges_total: 10,
+        ranges_done: 4,
+        keys_streamed: 400,
+        error: String::new(),
+    };
+    let (s, _) = outcome_of(&w, &p, Some(AdminResult::RemoveNode(Ok(progress))));
+    let r = s.replace.clone().unwrap();
+    assert_eq!(
+        (r.ranges_done, r.ranges_total, r.keys_streamed),
+        (4, 10, 400)
+    );
+    assert_eq!(s.phase, Phase::Scaling);
+    assert_eq!(cond(&s, PROGRESSING).reason, "ReplacingNode");
+    // The node being replaced being down is not a separate problem.
+    assert_eq!(
+        cond(&s, DEGRADED).status,
+        "False",
+        "{:?}",
+        cond(&s, DEGRADED)
+    );
+
+    // Refused (alive after all): said in Progressing, asked again later.
+    let refused = AdminError::FailedPrecondition {
+        node: "kv-zone-a-0".into(),
+        message: format!("{dead} is alive"),
+    };
+    let mut o = Outcome::new(p.clone(), "ringkv:test".into());
+    o.admin = Some(AdminResult::RemoveNode(Err(refused)));
+    let (s, _) = report(&w.spec, &w.status, &w.observed(), &o);
+    assert_eq!(cond(&s, PROGRESSING).reason, "RemoveNodeRefused");
+    assert!(cond(&s, PROGRESSING).message.contains("alive"));
+    assert_eq!(requeue(&o), REQUEUE_IDLE);
+
+    // A cleanup started: its id is kept to tell its outcome later.
+    let mut p = World::new(&[1, 1, 1]).plan();
+    p.cleanup = Some(CleanupProgress {
+        reason: "ScaleUp of kv-zone-c-0".into(),
+        node: "kv-zone-a-0".into(),
+        cleanup_id: 0,
+        baseline_completed_unix_ms: Some(0),
+        nodes_done: Vec::new(),
+        keys_dropped: 0,
+        started_at: None,
+        failures: 0,
+        retry_after_unix_ms: None,
+        message: None,
+    });
+    p.activity = Activity::CleaningUp {
+        node: "kv-zone-a-0".into(),
+        message: "kv-zone-a-0 is dropping".into(),
+    };
+    let w = World::new(&[1, 1, 1]);
+    let started = crate::admin::CleanupStarted {
+        started: true,
+        cleanup_id: 42,
+    };
+    let (s, _) = outcome_of(&w, &p, Some(AdminResult::Cleanup(Ok(started))));
+    assert_eq!(s.cleanup.as_ref().unwrap().cleanup_id, 42);
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(cond(&s, PROGRESSING).reason, "CleaningUp");
+}

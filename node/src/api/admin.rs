@@ -1,4 +1,5 @@
-//! The Admin service (operator and `ringkv status|drain`).
+//! The Admin service (the operator and `ringkv status|drain|decommission|
+//! repair|cleanup|removenode`).
 
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        cleanup: Some(state.cleanup.status()),
+        removal: Some(state.remover.status()),
+        removed_nodes: state.remover.removed_nodes(),
     }
 }
 
@@ -95,6 +99,31 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RepairResponse>, Status> {
         let (started, repair_id) = self.state.repair.start();
         Ok(Response::new(pb::RepairResponse { started, repair_id }))
+    }
+
+    async fn cleanup(
+        &self,
+        _req: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        let (started, cleanup_id) = self
+            .state
+            .cleanup
+            .start()
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::CleanupResponse {
+            started,
+            cleanup_id,
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let status = self.state.remover.remove(&req.into_inner().node_id)?;
+        Ok(Response::new(pb::RemoveNodeResponse {
+            status: Some(status),
+        }))
     }
 
     async fn drain(

@@ -474,6 +474,13 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     if s.gate.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if s.membership.local().state == crate::membership::NodeState::Repairing.to_proto() as i32 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: restoring this node's lost data from the other replicas\n",
+        )
+            .into_response();
+    }
     if s.coord.topology().ring.is_empty() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -77,6 +77,14 @@ impl Internode for InternodeService {
     ) -> Result<Response<pb::ReplicaWritesResponse>, Status> {
         let writes = req.into_inner().writes;
         let mut errors = vec![String::new(); writes.len()];
+        // Tracing: a span per traced item, child of its request; they end
+        // when this call does.
+        let me = self.state.config.node_id.as_str();
+        let _spans: Vec<tracing::Span> = writes
+            .iter()
+            .filter(|w| !w.traceparent.is_empty())
+            .map(|w| crate::telemetry::item_span(crate::telemetry::Item::Write, me, &w.traceparent))
+            .collect();
         // Plain replica writes go into one engine batch; hints one by one.
         let mut batch = Vec::with_capacity(writes.len());
         let mut batch_at = Vec::with_capacity(writes.len());
@@ -88,6 +96,11 @@ impl Internode for InternodeService {
                     continue;
                 }
             };
+            // A clock-skewed record fails alone, not the whole batch.
+            if let Err(e) = self.state.replica.admit(&rec) {
+                errors[i] = e.to_string();
+                continue;
+            }
             if w.hint_for.is_empty() {
                 batch.push((w.key, rec));
                 batch_at.push(i);
@@ -114,11 +127,14 @@ impl Internode for InternodeService {
         req: Request<pb::ReplicaReadsRequest>,
     ) -> Result<Response<pb::ReplicaReadsResponse>, Status> {
         use prost::Message as _;
-        let keys = req.into_inner().keys;
+        let pb::ReplicaReadsRequest { keys, traceparents } = req.into_inner();
+        let me = self.state.config.node_id.as_str();
         let budget = self.state.config.max_value_bytes + (256 << 10);
         let mut used = 0usize;
         let mut reads = Vec::with_capacity(keys.len());
-        for key in keys {
+        for (i, key) in keys.into_iter().enumerate() {
+            let tp = traceparents.get(i).map_or("", String::as_str);
+            let _span = crate::telemetry::item_span(crate::telemetry::Item::Read, me, tp);
             if used > 0 && used >= budget {
                 reads.push(pb::ReplicaRead {
                     deferred: true,

@@ -96,6 +96,8 @@ pub struct ApiState {
     pub started: Instant,
     pub repair: Arc<crate::repair::Repairer>,
     pub moves: Arc<crate::repair::Moves>,
+    pub cleanup: Arc<crate::repair::Cleaner>,
+    pub remover: Arc<crate::repair::Remover>,
 }
 
 pub fn outcome_label(e: &CoordError) -> &'static str {

@@ -20,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use ringkv_proto::v1 as pb;
 use tracing::Instrument;
 
-use crate::config::{Config, ConflictMode};
+use crate::config::{Config, ConflictMode, SpeculativeRetry};
 use crate::membership::Member;
 use crate::metrics::{Metrics, OnlyOp};
 use crate::replica::Replica;
@@ -45,6 +45,7 @@ pub struct Settings {
     pub mode: ConflictMode,
     pub max_value_bytes: usize,
     pub timeout: Duration,
+    pub speculative_retry: SpeculativeRetry,
 }
 
 impl Settings {
@@ -56,6 +57,7 @@ impl Settings {
             mode: c.conflict_mode,
             max_value_bytes: c.max_value_bytes,
             timeout: c.request_timeout,
+            speculative_retry: c.speculative_retry,
         }
     }
 }
@@ -235,7 +237,29 @@ impl Coordinator {
         validate::key(&key)?;
         let required = consistency::required(r, self.settings.r, self.settings.n)?;
         let topo = self.topology();
-        let replicas = topo.replica_set(&key, self.settings.n as usize);
+        let mut replicas = topo.replica_set(&key, self.settings.n as usize);
+        // A replica restoring lost data takes writes but answers no reads:
+        // its copy may be missing anything written before it came back.
+        let restoring: Vec<String> = replicas
+            .iter()
+            .filter(|m| !m.state.serves_reads())
+            .map(|m| m.node_id.clone())
+            .collect();
+        if !restoring.is_empty() {
+            replicas.retain(|m| m.state.serves_reads());
+            if replicas.len() < required as usize {
+                return Err(CoordError::QuorumNotReached {
+                    op: "read",
+                    required,
+                    got: 0,
+                    replicas: replicas.len() + restoring.len(),
+                    detail: format!(
+                        "{} restoring lost data (not readable until done)",
+                        restoring.join(", ")
+                    ),
+                });
+            }
+        }
         let started = tokio::time::Instant::now();
         let deadline = started + self.settings.timeout;
         // Ask R replicas first — this node when it is one (no hop), then
@@ -271,7 +295,8 @@ impl Coordinator {
             pending.push(read(order[asked].clone()));
             asked += 1;
         }
-        let speculate = tokio::time::sleep_until(started + self.speculation_delay());
+        let speculation = self.speculation_delay();
+        let speculate = tokio::time::sleep_until(started + speculation.unwrap_or_default());
         tokio::pin!(speculate);
         let mut replies: Vec<ReplicaReply> = Vec::new();
         let mut ok = 0u32;
@@ -289,7 +314,7 @@ impl Coordinator {
                     }
                     None => break,
                 },
-                _ = &mut speculate, if asked < order.len() => {
+                _ = &mut speculate, if speculation.is_some() && asked < order.len() => {
                     self.metrics.speculative_reads.inc();
                     while asked < order.len() {
                         pending.push(read(order[asked].clone()));
@@ -390,12 +415,19 @@ impl Coordinator {
 
     /// How long a read waits for its first R replicas before asking the
     /// rest: four times the recent mean remote read, within [2 ms, timeout/2].
-    fn speculation_delay(&self) -> Duration {
-        let mean = Duration::from_micros(
-            self.remote_read_us
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        (mean * 4).clamp(Duration::from_millis(2), self.settings.timeout / 2)
+    /// `None`: ask more replicas only when one fails.
+    fn speculation_delay(&self) -> Option<Duration> {
+        match self.settings.speculative_retry {
+            SpeculativeRetry::Never => None,
+            SpeculativeRetry::After(d) => Some(d),
+            SpeculativeRetry::Adaptive => {
+                let mean = Duration::from_micros(
+                    self.remote_read_us
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
+                Some((mean * 4).clamp(Duration::from_millis(2), self.settings.timeout / 2))
+            }
+        }
     }
 
     fn observe_remote_read(&self, took: Duration) {

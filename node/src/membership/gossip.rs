@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::guard::GossipSecret;
+use super::removal::{self, Removal, Removals};
 use super::udp::{GossipStats, GuardedTransport};
 use super::{Member, MembershipView, NodeState};
 use crate::ratelimit::LogEvery;
@@ -100,6 +101,9 @@ struct Inner {
     known: Mutex<BTreeMap<String, Member>>,
     /// This node's previous incarnation as the cluster remembers it.
     previous: Mutex<Option<Member>>,
+    /// Every removal heard of (see `removal`), and who announces which.
+    removals: Mutex<Removals>,
+    heard: Mutex<BTreeMap<String, Removals>>,
     tx: watch::Sender<Arc<MembershipView>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<GossipStats>,
@@ -260,6 +264,8 @@ impl Membership {
             local: Mutex::new(local),
             known: Mutex::new(BTreeMap::new()),
             previous: Mutex::new(None),
+            removals: Mutex::new(Removals::new()),
+            heard: Mutex::new(BTreeMap::new()),
             tx,
             tasks: Mutex::new(Vec::new()),
             stats,
@@ -349,7 +355,40 @@ impl Membership {
     /// cluster remembers it: how a node whose data directory was lost gets
     /// its tokens back.
     pub fn previous_self(&self) -> Option<Member> {
-        self.inner.previous.lock().clone()
+        let mut prev = self.inner.previous.lock().clone()?;
+        if let Some(r) = self.inner.removals.lock().get(&prev.node_id)
+            && r.applies_to(prev.generation, &prev.tokens)
+        {
+            prev.state = r.state();
+        }
+        Some(prev)
+    }
+
+    /// Announces (or re-announces) a removal in this node's gossip state.
+    pub async fn announce_removal(&self, r: Removal) {
+        removal::merge(&mut self.inner.removals.lock(), r.clone());
+        {
+            let mut cc = self.inner.chitchat.lock().await;
+            cc.self_node_state().set(r.key(), r.value());
+        }
+        rebuild(&self.inner).await;
+    }
+
+    /// Every removal this node has heard of, newest announcement of each.
+    pub fn removals(&self) -> Removals {
+        self.inner.removals.lock().clone()
+    }
+
+    /// Nodes whose gossip state announces the removal of `node_id`'s
+    /// incarnation `generation` (this node included once it announces it).
+    pub fn removal_announcers(&self, node_id: &str, generation: u64) -> Vec<String> {
+        self.inner
+            .heard
+            .lock()
+            .iter()
+            .filter(|(_, rs)| rs.get(node_id).is_some_and(|r| r.generation == generation))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Stops gossiping (peers will see this node go silent).
@@ -383,6 +422,33 @@ async fn rebuild(inner: &Inner) {
         let cc = inner.chitchat.lock().await;
         let live: HashSet<&ChitchatId> = cc.live_nodes().collect();
         let my_generation = inner.local.lock().generation;
+        // Removal announcements, from each node's newest incarnation.
+        let mut heard: BTreeMap<String, (u64, Removals)> = BTreeMap::new();
+        for (id, st) in cc.node_states() {
+            if id.generation_id > latest_generation {
+                continue;
+            }
+            let found: Removals = st
+                .iter_prefix(removal::KEY_PREFIX)
+                .filter_map(|(k, v)| Removal::parse(k, &v.value))
+                .map(|r| (r.node_id.clone(), r))
+                .collect();
+            let e = heard
+                .entry(id.node_id.to_string())
+                .or_insert((id.generation_id, Removals::new()));
+            if id.generation_id >= e.0 {
+                *e = (id.generation_id, found);
+            }
+        }
+        {
+            let mut all = inner.removals.lock();
+            for (_, rs) in heard.values() {
+                for r in rs.values() {
+                    removal::merge(&mut all, r.clone());
+                }
+            }
+        }
+        *inner.heard.lock() = heard.into_iter().map(|(k, (_, rs))| (k, rs)).collect();
         let mut implausible = 0u64;
         // The preferred incarnation of each node: plausible, with its whole
         // state, heard from if any is, then the newest.
@@ -448,6 +514,7 @@ async fn rebuild(inner: &Inner) {
             }
         }
         let mut members: Vec<Member> = known.values().cloned().collect();
+        removal::apply(&mut members, &inner.removals.lock(), &inner.me);
         members.extend(Member::from_info(&inner.local.lock(), true));
         members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         members

@@ -7,12 +7,15 @@
 //! phi-accrual failure detector), behind a socket that authenticates and
 //! bounds every datagram ([`guard`]).
 
+pub mod generation;
 mod gossip;
 pub mod guard;
+pub mod removal;
 mod udp;
 
 pub use gossip::{GENERATION_SKEW, GossipOptions, Membership, MembershipError};
 pub use guard::{DropReason, GossipSecret};
+pub use removal::Removal;
 
 use std::sync::Arc;
 
@@ -25,6 +28,9 @@ pub enum NodeState {
     Normal,
     Leaving,
     Left,
+    /// Lost its data and is being restored: a replica for writes, not for
+    /// reads (see `NODE_STATE_REPAIRING`).
+    Repairing,
 }
 
 impl NodeState {
@@ -34,6 +40,7 @@ impl NodeState {
             NodeState::Normal => pb::NodeState::Normal,
             NodeState::Leaving => pb::NodeState::Leaving,
             NodeState::Left => pb::NodeState::Left,
+            NodeState::Repairing => pb::NodeState::Repairing,
         }
     }
     pub fn from_proto(s: i32) -> Option<NodeState> {
@@ -42,11 +49,20 @@ impl NodeState {
             pb::NodeState::Normal => Some(NodeState::Normal),
             pb::NodeState::Leaving => Some(NodeState::Leaving),
             pb::NodeState::Left => Some(NodeState::Left),
+            pb::NodeState::Repairing => Some(NodeState::Repairing),
             pb::NodeState::Unspecified => None,
         }
     }
     /// Whether the node's tokens count in the ring (it serves its ranges).
     pub fn in_ring(self) -> bool {
+        matches!(
+            self,
+            NodeState::Normal | NodeState::Leaving | NodeState::Repairing
+        )
+    }
+
+    /// Whether reads may count the node's answer (it holds its data).
+    pub fn serves_reads(self) -> bool {
         matches!(self, NodeState::Normal | NodeState::Leaving)
     }
 }

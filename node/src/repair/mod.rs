@@ -1,15 +1,20 @@
 //! Anti-entropy and range movement: Merkle trees per token range compared
 //! top-down between replicas ([`merkle`], [`sync`]), repair runs over every
-//! range this node replicates (scheduled and on demand), and the streaming
-//! that join and decommission are made of ([`moves`]).
+//! range this node replicates (scheduled and on demand), the streaming that
+//! join and decommission are made of ([`moves`]), removing a dead node
+//! ([`remove`]) and dropping what this node no longer replicates
+//! ([`cleanup`]).
 //!
 //! Repair is a sibling of the coordinator (`api → {coordinator, repair} →
 //! {replica, ring, transport}`): it reads and applies records through the
 //! replica layer, sees the ring through the shared topology and talks to
 //! peers through the internode client; neither knows of the other.
 
+pub mod cleanup;
 pub mod merkle;
 pub mod moves;
+pub mod remove;
+pub mod restore;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -20,8 +25,10 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use ringkv_proto::v1 as pb;
 
+pub use cleanup::{Cleaner, CleanupError};
 pub use merkle::{TokenRange, Tree};
 pub use moves::{DecommissionError, Moves};
+pub use remove::{RemoveError, Remover};
 pub use sync::SyncStats;
 
 use crate::membership::Member;
@@ -261,6 +268,27 @@ impl Repairer {
             }
             Some(e) => Err(e),
         }
+    }
+
+    /// Syncs `range` with the first of `peers` that can (restoring a node
+    /// that lost its data: one live replica is enough); records the range
+    /// as repaired. The error names the last peer that failed.
+    pub async fn restore_range(&self, range: TokenRange, peers: &[Member]) -> Result<(), String> {
+        let mut last = String::from("no other replica is alive");
+        for p in peers.iter().filter(|p| p.alive) {
+            match self.sync_range(range, p).await {
+                Ok(s) => {
+                    self.record(s);
+                    self.state
+                        .lock()
+                        .ranges
+                        .insert((range.start, range.end), now_ms());
+                    return Ok(());
+                }
+                Err(e) => last = format!("{}: {e}", p.node_id),
+            }
+        }
+        Err(last)
     }
 
     fn record(&self, s: SyncStats) {

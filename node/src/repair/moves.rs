@@ -44,6 +44,7 @@ pub fn load_state(dir: &Path) -> std::io::Result<Option<NodeState>> {
             "joining" => Some(NodeState::Joining),
             "leaving" => Some(NodeState::Leaving),
             "left" => Some(NodeState::Left),
+            "repairing" => Some(NodeState::Repairing),
             _ => None,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -64,6 +65,7 @@ pub fn save_state(dir: &Path, state: Option<NodeState>) -> std::io::Result<()> {
         NodeState::Joining => "joining",
         NodeState::Leaving => "leaving",
         NodeState::Left => "left",
+        NodeState::Repairing => "repairing",
         NodeState::Normal => return save_state(dir, None),
     };
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));

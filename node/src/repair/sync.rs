@@ -80,7 +80,7 @@ impl TreeCache {
     }
 }
 
-fn range_pb(r: TokenRange) -> pb::TokenRange {
+pub(super) fn range_pb(r: TokenRange) -> pb::TokenRange {
     pb::TokenRange {
         start: r.start,
         end: r.end,
@@ -93,7 +93,7 @@ pub fn range_from_pb(r: Option<pb::TokenRange>) -> Result<TokenRange, RepairErro
 }
 
 /// The user key of an engine key.
-fn user_key(ekey: &[u8]) -> &[u8] {
+pub(super) fn user_key(ekey: &[u8]) -> &[u8] {
     &ekey[8.min(ekey.len())..]
 }
 
@@ -133,7 +133,7 @@ fn scan_records(
     Ok(())
 }
 
-fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
+pub(super) fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
     use prost::Message as _;
     items
         .iter()
@@ -142,7 +142,7 @@ fn rec_bytes(items: &[pb::KeyRecord]) -> u64 {
 }
 
 impl Repairer {
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&crate::replica::Store) -> Result<T, crate::replica::StorageError>
         + Send
@@ -166,15 +166,8 @@ impl Repairer {
         Ok(self.local_tree(range, 0).await?.root())
     }
 
-    /// Brings this node and `peer` to the same data in `range`.
-    pub async fn sync_range(
-        &self,
-        range: TokenRange,
-        peer: &Member,
-    ) -> Result<SyncStats, RepairError> {
-        let mut st = SyncStats::default();
-        let client = self.client();
-        let (pid, paddr) = (peer.node_id.as_str(), peer.internode_addr.as_str());
+    /// This node's tree of `range`, as deep as its number of keys calls for.
+    pub(super) async fn sized_tree(&self, range: TokenRange) -> Result<Tree, RepairError> {
         let count = self
             .blocking(move |s| {
                 let mut n = 0u64;
@@ -188,7 +181,53 @@ impl Repairer {
             })
             .await?;
         let levels = levels_for(count).min(range.max_levels());
-        let local = self.local_tree(range, levels).await?;
+        self.local_tree(range, levels).await
+    }
+
+    /// Brings this node and `peer` to the same data in `range`.
+    pub async fn sync_range(
+        &self,
+        range: TokenRange,
+        peer: &Member,
+    ) -> Result<SyncStats, RepairError> {
+        let mut st = SyncStats::default();
+        let local = self.sized_tree(range).await?;
+        let diff = self.differing_leaves(peer, &local, &mut st).await?;
+        let leaves = local.leaves().len();
+        let local = &local;
+        // Leaves are independent: overlap their round trips.
+        let moved: Vec<Result<SyncStats, RepairError>> = futures::stream::iter(diff)
+            .map(|(leaf, theirs)| async move {
+                let sub = range.slice(leaf as usize, leaves);
+                let ours = local.leaves()[leaf as usize];
+                if ours == 0 {
+                    self.pull(peer, sub, Vec::new()).await
+                } else if theirs == 0 {
+                    self.push(peer, sub, None).await
+                } else {
+                    self.diff_leaf(peer, sub).await
+                }
+            })
+            .buffer_unordered(PARALLEL_LEAVES)
+            .collect()
+            .await;
+        for m in moved {
+            st.add(m?);
+        }
+        Ok(st)
+    }
+
+    /// The leaves where `peer`'s tree of `local`'s range (same shape) differs
+    /// from `local`, each with the peer's hash, walking both top-down.
+    pub(super) async fn differing_leaves(
+        &self,
+        peer: &Member,
+        local: &Tree,
+        st: &mut SyncStats,
+    ) -> Result<Vec<(u32, u64)>, RepairError> {
+        let client = self.client();
+        let (pid, paddr) = (peer.node_id.as_str(), peer.internode_addr.as_str());
+        let (range, levels) = (local.range, local.levels);
         let remote = client
             .merkle_tree(
                 pid,
@@ -201,7 +240,7 @@ impl Repairer {
             .await?;
         st.digest_bytes += 32;
         if remote.root == local.root() {
-            return Ok(st);
+            return Ok(Vec::new());
         }
         st.differed = true;
         // Walk down: `diff` holds differing node indexes at `depth`, with the
@@ -241,28 +280,7 @@ impl Repairer {
             }
             diff = next;
         }
-        let leaves = local.leaves().len();
-        let local = &local;
-        // Leaves are independent: overlap their round trips.
-        let moved: Vec<Result<SyncStats, RepairError>> = futures::stream::iter(diff)
-            .map(|(leaf, theirs)| async move {
-                let sub = range.slice(leaf as usize, leaves);
-                let ours = local.leaves()[leaf as usize];
-                if ours == 0 {
-                    self.pull(peer, sub, Vec::new()).await
-                } else if theirs == 0 {
-                    self.push(peer, sub, None).await
-                } else {
-                    self.diff_leaf(peer, sub).await
-                }
-            })
-            .buffer_unordered(PARALLEL_LEAVES)
-            .collect()
-            .await;
-        for m in moved {
-            st.add(m?);
-        }
-        Ok(st)
+        Ok(diff)
     }
 
     /// Key-level diff of one leaf: pull what differs or only the peer has,
@@ -334,7 +352,7 @@ impl Repairer {
     }
 
     /// (user key, item hash) of every key of `sub` here.
-    async fn digest(&self, sub: TokenRange) -> Result<HashMap<Bytes, u64>, RepairError> {
+    pub(super) async fn digest(&self, sub: TokenRange) -> Result<HashMap<Bytes, u64>, RepairError> {
         self.blocking(move |s| {
             let mut out = HashMap::new();
             for (lo, hi) in sub.intervals() {

@@ -40,8 +40,13 @@ pub struct Replica {
     store: Store,
     hints: HintStore,
     hlc: Hlc,
+    /// LWW records whose clock is further ahead of ours are refused.
+    max_clock_skew: std::time::Duration,
     metrics: Arc<Metrics>,
 }
+
+/// `max_clock_skew` unless configured (see `Replica::with_clock`).
+pub const DEFAULT_MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Replica {
     pub fn new(
@@ -57,8 +62,18 @@ impl Replica {
             store,
             hints,
             hlc: Hlc::new(),
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             metrics,
         }
+    }
+
+    /// Uses `hlc` as this replica's clock (a persistent one in LWW mode),
+    /// and refuses LWW records more than `max_clock_skew` ahead of its wall
+    /// clock.
+    pub fn with_clock(mut self, hlc: Hlc, max_clock_skew: std::time::Duration) -> Replica {
+        self.hlc = hlc;
+        self.max_clock_skew = max_clock_skew;
+        self
     }
 
     pub fn node_id(&self) -> &str {
@@ -96,14 +111,18 @@ impl Replica {
     /// Merges a record from a coordinator, a peer or a hint into this
     /// replica (the version sync); returns the merged record.
     pub async fn apply(&self, key: &[u8], rec: Record) -> Result<Record, StorageError> {
-        self.observe(&rec);
+        self.observe(&rec, false).await?;
         self.store.merge(key, rec).await
     }
 
     /// `apply` for many records in one engine batch; returns bytes merged.
     pub async fn apply_batch(&self, items: Vec<(Bytes, Record)>) -> Result<u64, StorageError> {
         for (_, rec) in &items {
-            self.observe(rec);
+            self.admit(rec)?;
+        }
+        // The newest clock covers them all.
+        if let Some(newest) = items.iter().max_by_key(|(_, r)| lww_clock(r)) {
+            self.observe(&newest.1, false).await?;
         }
         self.store.merge_batch(items).await
     }
@@ -119,13 +138,15 @@ impl Replica {
         self.store.update_then(key, f).await
     }
 
-    /// `apply` in two halves, like `update_then`.
+    /// `apply` in two halves, like `update_then`, for a record this node
+    /// just minted (its clock may run ahead of its own wall clock after a
+    /// restart with the clock set back; peers judge that skew, not us).
     pub async fn apply_then(
         &self,
         key: &[u8],
         rec: Record,
     ) -> Result<(Record, Commit), StorageError> {
-        self.observe(&rec);
+        self.observe(&rec, true).await?;
         self.store
             .update_then(key, move |cur| match cur {
                 Some(c) => c.merge(&rec),
@@ -142,16 +163,50 @@ impl Replica {
         key: &[u8],
         rec: &Record,
     ) -> Result<(), StorageError> {
+        self.admit(rec)?;
         self.hints.store(owner, key, rec, now_ms()).await?;
         self.metrics.hints_stored.inc();
         Ok(())
     }
 
-    /// Moves this node's clock past an LWW write's, so later local writes
-    /// win over it.
-    fn observe(&self, rec: &Record) {
-        if let Record::Lww(l) = rec {
-            self.hlc.observe(l.hlc);
+    /// Refuses an LWW record whose clock is more than `max_clock_skew`
+    /// ahead of this node's wall clock (as CockroachDB refuses timestamps
+    /// past its max offset): accepted, it would win over every write for
+    /// that long and drag this node's clock along.
+    pub fn admit(&self, rec: &Record) -> Result<(), StorageError> {
+        let Some(ts) = lww_clock(rec) else {
+            return Ok(());
+        };
+        let wall = self.hlc.wall_ms();
+        let ahead = Hlc::millis(ts).saturating_sub(wall);
+        if ahead > self.max_clock_skew.as_millis() as u64 {
+            self.metrics.clock_skew_refused.inc();
+            return Err(StorageError::ClockSkew {
+                ahead_ms: ahead,
+                max: self.max_clock_skew,
+            });
         }
+        Ok(())
+    }
+
+    /// Moves this node's clock past an LWW write's, so later local writes
+    /// win over it, and makes sure a restart cannot reuse its timestamp
+    /// (`Hlc::cover`). `own`: minted here, so not judged for skew.
+    async fn observe(&self, rec: &Record, own: bool) -> Result<(), StorageError> {
+        let Some(ts) = lww_clock(rec) else {
+            return Ok(());
+        };
+        if !own {
+            self.admit(rec)?;
+        }
+        self.hlc.observe(ts);
+        self.hlc.cover(ts).await.map_err(StorageError::Clock)
+    }
+}
+
+fn lww_clock(rec: &Record) -> Option<u64> {
+    match rec {
+        Record::Lww(l) => Some(l.hlc),
+        Record::Causal(_) => None,
     }
 }

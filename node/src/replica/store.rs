@@ -37,11 +37,26 @@ pub enum StorageError {
     Corrupt(String),
     #[error("storage task failed: {0}")]
     Task(String),
+    /// An LWW record from a node whose clock runs ahead of this one's.
+    #[error(
+        "refused: the record's hybrid-clock timestamp is {ahead_ms} ms ahead of this node's clock (max_clock_skew = {}); check the nodes' clock synchronisation (NTP)",
+        humantime::format_duration(*max)
+    )]
+    ClockSkew {
+        ahead_ms: u64,
+        max: std::time::Duration,
+    },
+    /// The hybrid clock's persisted ceiling could not be written.
+    #[error("hybrid clock: cannot persist its ceiling: {0}")]
+    Clock(std::io::Error),
 }
 
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
-        tonic::Status::internal(e.to_string())
+        match e {
+            StorageError::ClockSkew { .. } => tonic::Status::failed_precondition(e.to_string()),
+            e => tonic::Status::internal(e.to_string()),
+        }
     }
 }
 
@@ -277,6 +292,40 @@ impl Store {
             self.inner.db.write_async(batch).await?;
         }
         Ok(bytes)
+    }
+
+    /// Deletes every engine key of `ekeys` whose stored value `unchanged`
+    /// accepts, holding the keys' stripes (in ascending order, as
+    /// `merge_batch`) from the check to the delete: a record merged meanwhile
+    /// is kept. Cleanup drops what it verified is on the replicas this way.
+    /// Returns the keys and bytes deleted.
+    pub async fn remove_if_unchanged(
+        &self,
+        ekeys: Vec<Vec<u8>>,
+        unchanged: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(u64, u64), StorageError> {
+        let mut stripes: Vec<usize> = ekeys.iter().map(|k| stripe_of(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
+        for &i in &stripes {
+            guards.push(self.inner.stripes[i].lock().await);
+        }
+        let mut batch = WriteBatch::new();
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for ek in &ekeys {
+            if let Some(v) = self.get(ek).await?
+                && unchanged(ek, &v)
+            {
+                batch.delete(ek);
+                keys += 1;
+                bytes += (ek.len() + v.len()) as u64;
+            }
+        }
+        if !batch.is_empty() {
+            self.inner.db.write_async(batch).await?;
+        }
+        Ok((keys, bytes))
     }
 
     /// Visits, in token order, every stored (engine key, encoded record) whose

@@ -1,8 +1,9 @@
 //! The ring as built from one membership view. Rebuilt (never mutated) on
 //! every membership change, and shared by reference with in-flight requests.
 //!
-//! Two rings: `ring` is who serves now (NORMAL and LEAVING members) and
-//! `future` is who will once every move completes (NORMAL and JOINING). Reads
+//! Two rings: `ring` is who serves now (NORMAL, LEAVING and REPAIRING
+//! members — a repairing one takes writes, not reads) and `future` is who
+//! will once every move completes (NORMAL, JOINING, REPAIRING). Reads
 //! use `ring`; writes also reach the replicas `future` adds ("pending"), so a
 //! range moving to a joining node, or away from a leaving one, gets every
 //! write on both its old and new owners during the move.
@@ -107,7 +108,10 @@ impl Topology {
     pub fn with_replication(view: Arc<MembershipView>, n: usize) -> Topology {
         let ring = ring_of(&view, |s| s.in_ring());
         let future = ring_of(&view, |s| {
-            matches!(s, NodeState::Normal | NodeState::Joining)
+            matches!(
+                s,
+                NodeState::Normal | NodeState::Joining | NodeState::Repairing
+            )
         });
         let members: Vec<Arc<Member>> = view.members.iter().cloned().map(Arc::new).collect();
         let moving = future.nodes().len() != ring.nodes().len()

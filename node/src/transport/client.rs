@@ -80,7 +80,11 @@ impl TransportError {
 }
 
 type WriteLane = Lane<pb::ReplicaWrite, Result<(), TransportError>>;
-type ReadLane = Lane<Bytes, pb::ReplicaRead>;
+/// A key and its request's trace context.
+type ReadLane = Lane<(Bytes, String), pb::ReplicaRead>;
+/// The gRPC client, sending the caller's trace context (`telemetry`).
+type Traced =
+    Grpc<tonic::service::interceptor::InterceptedService<Channel, crate::telemetry::Propagate>>;
 
 /// A peer's connection and its coalescing lanes.
 #[derive(Clone)]
@@ -151,8 +155,7 @@ impl InternodeClient {
                 tokio::spawn(async move {
                     // An empty read: cheap, and answered only by a live peer.
                     let call = this.call(&peer, &addr, |mut c| async move {
-                        c.replica_reads(pb::ReplicaReadsRequest { keys: Vec::new() })
-                            .await
+                        c.replica_reads(pb::ReplicaReadsRequest::default()).await
                     });
                     let _ = this.guarded(&peer, &addr, call).await;
                 });
@@ -251,7 +254,7 @@ impl InternodeClient {
     /// Runs one call to `peer` at `addr` through the fault layer.
     async fn call<T, F, Fut>(&self, peer: &str, addr: &str, f: F) -> Result<T, TransportError>
     where
-        F: FnOnce(Grpc<Channel>) -> Fut,
+        F: FnOnce(Traced) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let verdict = self.faults.verdict(&self.me, peer);
@@ -266,7 +269,7 @@ impl InternodeClient {
             Verdict::Pass | Verdict::DropReply => {}
         }
         let ch = self.channel(peer, addr)?;
-        let res = f(Grpc::new(ch)
+        let res = f(Grpc::with_interceptor(ch, crate::telemetry::Propagate)
             .max_decoding_message_size(80 << 20)
             .max_encoding_message_size(80 << 20))
         .await;
@@ -301,6 +304,7 @@ impl InternodeClient {
             key,
             record: Some(record),
             hint_for: hint_for.unwrap_or_default(),
+            traceparent: crate::telemetry::current_traceparent(),
         };
         let (this, id, at) = (self.clone(), peer.to_string(), addr.to_string());
         lane.submit(item, size, move |writes| {
@@ -343,24 +347,40 @@ impl InternodeClient {
         key: Bytes,
     ) -> Result<Option<pb::Record>, TransportError> {
         let lane = self.peer(peer, addr)?.reads;
+        let traceparent = crate::telemetry::current_traceparent();
         loop {
             let (this, id, at) = (self.clone(), peer.to_string(), addr.to_string());
             let got = lane
-                .submit(key.clone(), key.len() + 16, move |keys| {
-                    let (this, id, at) = (this.clone(), id.clone(), at.clone());
-                    async move {
-                        let resp = this
-                            .guarded(
-                                &id,
-                                &at,
-                                this.call(&id, &at, |mut c| async move {
-                                    c.replica_reads(pb::ReplicaReadsRequest { keys }).await
-                                }),
-                            )
-                            .await?;
-                        Ok(resp.reads)
-                    }
-                })
+                .submit(
+                    (key.clone(), traceparent.clone()),
+                    key.len() + 16,
+                    move |items| {
+                        let (this, id, at) = (this.clone(), id.clone(), at.clone());
+                        async move {
+                            let (keys, traceparents): (Vec<Bytes>, Vec<String>) =
+                                items.into_iter().unzip();
+                            let traceparents = if traceparents.iter().all(String::is_empty) {
+                                Vec::new()
+                            } else {
+                                traceparents
+                            };
+                            let resp = this
+                                .guarded(
+                                    &id,
+                                    &at,
+                                    this.call(&id, &at, |mut c| async move {
+                                        c.replica_reads(pb::ReplicaReadsRequest {
+                                            keys,
+                                            traceparents,
+                                        })
+                                        .await
+                                    }),
+                                )
+                                .await?;
+                            Ok(resp.reads)
+                        }
+                    },
+                )
                 .await?;
             if got.deferred {
                 // The peer's reply filled up before this key: ask again.

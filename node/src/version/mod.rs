@@ -8,7 +8,7 @@ mod record;
 
 pub use context::{ContextError, MAX_CONTEXT_ENTRIES, MAX_COUNTER, VersionVector, counter_ceiling};
 pub use dvv::{DvvSet, Entry, MAX_WRITERS};
-pub use hlc::Hlc;
+pub use hlc::{Hlc, MARGIN_MS as HLC_MARGIN_MS};
 pub use record::{LwwValue, MAX_RECORD_WRITERS, Record, RecordDecodeError, Value};
 
 #[cfg(test)]

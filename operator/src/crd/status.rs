@@ -57,6 +57,14 @@ pub struct KVClusterStatus {
     /// The repair in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairProgress>,
+    /// Cleanup after a scale-up or a node replacement: every node drops
+    /// what it no longer replicates, one at a time (survives operator restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup: Option<CleanupProgress>,
+    /// The node replacement in progress, if any (a node gone for good:
+    /// removed from the ring, then re-created on an empty volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<ReplaceProgress>,
     /// The ring-changing step in progress (a node joining, a decommission, a
     /// pod restart), for its progress deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +140,7 @@ pub struct MemberStatus {
     pub node_id: String,
     #[serde(default)]
     pub zone: String,
-    /// `joining`, `normal`, `leaving`, `left` or `unknown`.
+    /// `joining`, `normal`, `leaving`, `left`, `repairing` or `unknown`.
     pub state: String,
     pub alive: bool,
 }
@@ -187,6 +195,74 @@ pub struct RepairProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_unix_ms: Option<i64>,
     /// The node's error for its last failed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Cleanup of every node after the ring gained a node: each drops the
+/// records of ranges it no longer replicates (`Admin.Cleanup`), one at a time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupProgress {
+    /// What made it necessary (`ScaleUp of kv-zone-a-3`, ...).
+    pub reason: String,
+    /// Node cleaning up now; empty until the ring is settled and the first is asked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    #[serde(default)]
+    pub cleanup_id: i64,
+    /// The node's last completed cleanup (Unix ms) when it was asked; it is
+    /// done once its last completion is newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_completed_unix_ms: Option<i64>,
+    /// Nodes already cleaned up in this round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes_done: Vec<String>,
+    /// Records dropped by the nodes done so far.
+    #[serde(default)]
+    pub keys_dropped: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// Failed runs of `node` in a row (a replica was down, say); each
+    /// doubles the wait before the next attempt (30s, 1m, ... at most 10m).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_unix_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Replacement of a node gone for good (its pod annotated `ringkv.io/replace`
+/// or its volume `Lost`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplaceProgress {
+    /// Pod name (= node id) being replaced.
+    pub node: String,
+    pub zone: String,
+    /// `Removing` (its ranges stream from the surviving replicas to their new
+    /// owners, `RemoveNode` run by `coordinator`), then `Recreating` (its
+    /// volume and pod are deleted; the new pod joins as a new node).
+    pub phase: String,
+    /// Why: `annotation` or `volume lost`.
+    pub reason: String,
+    /// The node that runs `RemoveNode`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub coordinator: String,
+    /// Uid of the dead node's pod and volume (the new ones differ).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_pod_uid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub old_volume_uid: String,
+    #[serde(default)]
+    pub ranges_done: i64,
+    #[serde(default)]
+    pub ranges_total: i64,
+    #[serde(default)]
+    pub keys_streamed: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -2,23 +2,28 @@
 //! observed) to the next step.
 //!
 //! One reconcile takes at most one step that changes the ring (add a node,
-//! decommission a node, remove a left node, restart a pod, start a repair), and
-//! only when the previous step has visibly finished. Priorities, highest first:
-//! invalid spec, bootstrap, a StatefulSet being re-created, volume expansion,
-//! an in-flight decommission, a rollout, scaling, repair. Everything the planner
+//! decommission a node, remove a left node, replace a dead node, restart a
+//! pod, start a repair or a cleanup), and only when the previous step has
+//! visibly finished. Priorities, highest first: invalid spec, bootstrap, a
+//! StatefulSet being re-created, volume expansion, an in-flight decommission,
+//! a node replacement, a rollout, scaling, cleanup, repair. Everything the planner
 //! needs is in [`crate::observe::Observed`]; everything it wants done is in
 //! [`Plan`], so every decision is unit-tested without Kubernetes or nodes.
 //!
 //! - [`scale`]: growing and shrinking zones, drift, never-joined pods;
 //! - [`decommission`]: the victim's decommission until its pod may go;
+//! - [`replace`]: a node gone for good, removed and re-created empty;
+//! - [`cleanup`]: every node drops what it no longer replicates after a join;
 //! - [`rollout`]: template changes, one pod at a time, and broken rollouts;
 //! - [`repair`]: scheduled anti-entropy, zone by zone;
 //! - [`storage`]: volume expansion and the volumes of departed nodes;
 //! - [`progress`]: steps, deadlines and the reasons of waits.
 
+mod cleanup;
 mod decommission;
 mod progress;
 mod repair;
+mod replace;
 mod rollout;
 mod scale;
 mod storage;
@@ -27,8 +32,8 @@ use std::time::Duration;
 
 use crate::build::ZoneScale;
 use crate::crd::{
-    DecommissionProgress, KVClusterSpec, KVClusterStatus, Phase, RepairProgress, SpecError,
-    StepStatus,
+    CleanupProgress, DecommissionProgress, KVClusterSpec, KVClusterStatus, Phase, RepairProgress,
+    ReplaceProgress, SpecError, StepStatus,
 };
 use crate::names;
 use crate::observe::{NodeObservation, NodeState, Observed, StsObservation};
@@ -72,8 +77,22 @@ pub fn resolve_image(
 /// An Admin call to make this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCall {
-    Decommission { node: String, zone: String },
-    Repair { node: String, zone: String },
+    Decommission {
+        node: String,
+        zone: String,
+    },
+    Repair {
+        node: String,
+        zone: String,
+    },
+    Cleanup {
+        node: String,
+    },
+    /// `via` runs `RemoveNode` for the dead `node`.
+    RemoveNode {
+        via: String,
+        node: String,
+    },
 }
 
 /// A Kubernetes write besides applying the desired objects.
@@ -136,6 +155,16 @@ pub enum Activity {
     Repairing {
         zone: String,
         node: String,
+    },
+    /// A node drops the data it no longer replicates.
+    CleaningUp {
+        node: String,
+        message: String,
+    },
+    /// A node gone for good is removed from the ring and re-created.
+    ReplacingNode {
+        node: String,
+        message: String,
     },
     Stable,
 }
@@ -216,6 +245,10 @@ pub struct Plan {
     pub decommission: Option<DecommissionProgress>,
     /// New `status.repair`.
     pub repair: Option<RepairProgress>,
+    /// New `status.cleanup`.
+    pub cleanup: Option<CleanupProgress>,
+    /// New `status.replace`.
+    pub replace: Option<ReplaceProgress>,
     /// New `status.step`.
     pub step: Option<StepStatus>,
     /// Zone whose every node finished anti-entropy now.
@@ -235,6 +268,8 @@ impl Plan {
             events: Vec::new(),
             decommission: None,
             repair: None,
+            cleanup: None,
+            replace: None,
             step: None,
             repaired_zone: None,
             requeue: REQUEUE_BUSY,
@@ -281,6 +316,8 @@ pub fn plan(
         let mut p = Plan::new(None, Activity::Invalid(msg.clone()));
         p.decommission = prev.decommission.clone();
         p.repair = prev.repair.clone();
+        p.cleanup = prev.cleanup.clone();
+        p.replace = prev.replace.clone();
         p.step = prev.step.clone();
         p.requeue = REQUEUE_IDLE;
         if !progress::condition_is(prev, "Degraded", "InvalidSpec", Some(&msg)) {
@@ -358,6 +395,9 @@ pub(crate) struct Planner<'a> {
     problem: Option<Blocker>,
     /// A step started this reconcile (replaces `status.step`).
     new_step: Option<StepStatus>,
+    /// `status.cleanup` and `status.replace` as planned so far.
+    cleanup: Option<CleanupProgress>,
+    replace: Option<ReplaceProgress>,
 }
 
 impl<'a> Planner<'a> {
@@ -380,6 +420,8 @@ impl<'a> Planner<'a> {
             kube: Vec::new(),
             problem: None,
             new_step: None,
+            cleanup: prev.cleanup.clone(),
+            replace: prev.replace.clone(),
         };
         for i in 0..spec.zones.len() {
             let (view, scale) = p.zone_view(i);
@@ -433,6 +475,8 @@ impl<'a> Planner<'a> {
         p.requeue = requeue;
         p.decommission = self.prev.decommission.clone();
         p.repair = self.prev.repair.clone();
+        p.cleanup = self.cleanup.clone();
+        p.replace = self.replace.clone();
         p.step = self.new_step.take().or_else(|| self.prev.step.clone());
         p
     }
@@ -465,7 +509,20 @@ impl<'a> Planner<'a> {
         if let Some(p) = self.expand() {
             return p;
         }
+        // A decommission victim gone for good can only be replaced (the
+        // decommission then goes on with the new node); any other
+        // replacement waits for the decommission in flight.
+        let victim = self.prev.decommission.as_ref().map(|d| d.node.clone());
+        if victim.is_some()
+            && self.replacing_node() == victim
+            && let Some(p) = self.replace()
+        {
+            return p;
+        }
         if let Some(p) = self.continue_decommission() {
+            return p;
+        }
+        if let Some(p) = self.replace() {
             return p;
         }
         if let Some(p) = self.rollout() {
@@ -485,6 +542,9 @@ impl<'a> Planner<'a> {
             ));
         }
         if let Some(p) = self.scale() {
+            return p;
+        }
+        if let Some(p) = self.cleanup() {
             return p;
         }
         self.collect_config_maps();

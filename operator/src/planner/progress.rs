@@ -3,7 +3,8 @@
 //! The step the operator waits on (a node joining, a decommission, a rollout,
 //! a pod restart) is recorded in `status.step` with its start time. A step that
 //! is still not done after `spec.progressDeadline` makes the cluster `Degraded`
-//! with the step's reason (`ScaleUpStuck`, `DecommissionStuck`, `RolloutStuck`)
+//! with the step's reason (`ScaleUpStuck`, `DecommissionStuck`, `ReplaceStuck`,
+//! `RolloutStuck`)
 //! and what it waits on, and one warning event says so. Nothing is abandoned:
 //! the deadline tells a human to look (and the README's escape hatches say what
 //! to do), it does not guess.
@@ -28,6 +29,7 @@ fn stuck_reason(action: &str) -> &'static str {
     match action {
         "ScaleUp" => "ScaleUpStuck",
         "Decommission" => "DecommissionStuck",
+        "Replace" => "ReplaceStuck",
         _ => "RolloutStuck",
     }
 }
@@ -35,13 +37,17 @@ fn stuck_reason(action: &str) -> &'static str {
 /// Clears the step once nothing is in flight, and flags a step past its deadline.
 pub(super) fn track(spec: &KVClusterSpec, prev: &KVClusterStatus, obs: &Observed, p: &mut Plan) {
     let waiting_on = match &p.activity {
-        Activity::Stable | Activity::Repairing { .. } | Activity::Invalid(_) => {
+        Activity::Stable
+        | Activity::Repairing { .. }
+        | Activity::CleaningUp { .. }
+        | Activity::Invalid(_) => {
             p.step = None;
             return;
         }
         Activity::Waiting { message, .. }
         | Activity::RollingOut { message, .. }
-        | Activity::ExpandingVolumes { message } => message.clone(),
+        | Activity::ExpandingVolumes { message }
+        | Activity::ReplacingNode { message, .. } => message.clone(),
         Activity::Creating => return,
         Activity::ScalingUp { node }
         | Activity::Decommissioning { node }

@@ -168,6 +168,9 @@ impl Planner<'_> {
                 .pod(&pod),
             );
             self.start_step("ScaleUp", &pod);
+            // The new node takes ranges from the others: they clean up once
+            // the scale-up is over.
+            self.need_cleanup(format!("ScaleUp of {pod}"));
             return Some(self.finish(Activity::ScalingUp { node: pod }, REQUEUE_BUSY));
         }
         // Victim: highest ordinal in the largest zone above its target (later zones

@@ -39,6 +39,13 @@ pub struct FakeNode {
     pub repair_completed_ms: u64,
     /// Existed before the current rollout began (for counting restarts).
     pub restarts: u32,
+    pub cleanup_running: bool,
+    pub cleanup_id: u64,
+    pub cleanup_completed_ms: u64,
+    /// Gone for good (its volume lost): the container crash-loops.
+    pub dead: bool,
+    /// The removal this node coordinates: (victim, ranges done).
+    pub removing: Option<(String, u32)>,
 }
 
 pub const RANGES: u32 = 4;
@@ -63,6 +70,9 @@ pub struct Ring {
     pub unschedulable: Vec<String>,
     /// Volume uids by PVC name (a new uid = a new, empty volume).
     pub volumes: BTreeMap<String, u64>,
+    /// Admin calls that a real node would have refused (the operator must
+    /// not make them): cleanup while a node joins or leaves, say.
+    pub refused: Vec<String>,
     next_uid: u64,
 }
 
@@ -143,7 +153,114 @@ impl Admin for FakeAdmin {
                 ..Default::default()
             }),
             decommission: Some(ring.decommission_status(n, "")),
+            cleanup: Some(pb::CleanupStatus {
+                running: n.cleanup_running,
+                cleanup_id: n.cleanup_id,
+                last_completed_unix_ms: n.cleanup_completed_ms,
+                keys_dropped: if n.cleanup_completed_ms > 0 { 10 } else { 0 },
+                ..Default::default()
+            }),
+            removal: n.removing.as_ref().map(|(victim, done)| {
+                let left = ring
+                    .nodes
+                    .get(victim)
+                    .is_none_or(|v| v.state == pb::NodeState::Left);
+                pb::RemoveNodeStatus {
+                    node_id: victim.clone(),
+                    phase: if left {
+                        pb::remove_node_status::Phase::Done
+                    } else {
+                        pb::remove_node_status::Phase::Streaming
+                    } as i32,
+                    ranges_total: RANGES,
+                    ranges_done: *done,
+                    keys_streamed: u64::from(*done) * 100,
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
+        }))
+    }
+
+    async fn cleanup(
+        &self,
+        _: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        self.log("Cleanup");
+        let mut ring = self.ring.lock().unwrap();
+        let moving = ring
+            .nodes
+            .iter()
+            .find(|(_, n)| matches!(n.state, pb::NodeState::Joining | pb::NodeState::Leaving))
+            .map(|(id, _)| id.clone());
+        if let Some(m) = moving {
+            let msg = format!("cleanup on {} while {m} is moving", self.node);
+            ring.refused.push(msg.clone());
+            return Err(Status::failed_precondition(msg));
+        }
+        let n = ring
+            .nodes
+            .get_mut(&self.node)
+            .filter(|n| n.running)
+            .ok_or_else(|| Status::unavailable("pod not running"))?;
+        if n.cleanup_running {
+            return Ok(Response::new(pb::CleanupResponse {
+                started: false,
+                cleanup_id: n.cleanup_id,
+            }));
+        }
+        n.cleanup_running = true;
+        n.cleanup_id += 1;
+        Ok(Response::new(pb::CleanupResponse {
+            started: true,
+            cleanup_id: n.cleanup_id,
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.log("RemoveNode");
+        let victim = req.into_inner().node_id;
+        let mut ring = self.ring.lock().unwrap();
+        let me_ok = ring
+            .nodes
+            .get(&self.node)
+            .is_some_and(|n| n.running && n.state == pb::NodeState::Normal);
+        if !me_ok {
+            return Err(Status::unavailable("pod not running"));
+        }
+        let Some(v) = ring.nodes.get(&victim).cloned() else {
+            return Err(Status::not_found(format!("no node {victim}")));
+        };
+        if v.running {
+            let msg = format!("{victim} is alive");
+            ring.refused.push(format!("RemoveNode of {msg}"));
+            return Err(Status::failed_precondition(msg));
+        }
+        if v.state != pb::NodeState::Left {
+            ring.nodes.get_mut(&victim).unwrap().state = pb::NodeState::Leaving;
+        }
+        let me = ring.nodes.get_mut(&self.node).unwrap();
+        if me.removing.as_ref().is_none_or(|(x, _)| *x != victim) {
+            me.removing = Some((victim.clone(), 0));
+        }
+        let done = me.removing.as_ref().map_or(0, |(_, d)| *d);
+        let left = v.state == pb::NodeState::Left;
+        Ok(Response::new(pb::RemoveNodeResponse {
+            status: Some(pb::RemoveNodeStatus {
+                node_id: victim,
+                phase: if left {
+                    pb::remove_node_status::Phase::Done
+                } else {
+                    pb::remove_node_status::Phase::Streaming
+                } as i32,
+                ranges_total: RANGES,
+                ranges_done: done,
+                keys_streamed: u64::from(done) * 100,
+                ..Default::default()
+            }),
         }))
     }
 
@@ -315,6 +432,30 @@ impl FakeCluster {
                 n.repair_running = false;
                 n.repair_completed_ms = now;
             }
+            if n.cleanup_running {
+                n.cleanup_running = false;
+                n.cleanup_completed_ms = now;
+            }
+        }
+        // Removals stream two ranges a tick; the dead node is LEFT at the end.
+        let removals: Vec<(String, String)> = ring
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.running)
+            .filter_map(|(id, n)| n.removing.as_ref().map(|(v, _)| (id.clone(), v.clone())))
+            .collect();
+        for (via, victim) in removals {
+            let done = {
+                let r = ring.nodes.get_mut(&via).unwrap().removing.as_mut().unwrap();
+                r.1 = (r.1 + 2).min(RANGES);
+                r.1
+            };
+            if done == RANGES
+                && let Some(v) = ring.nodes.get_mut(&victim)
+                && v.state == pb::NodeState::Leaving
+            {
+                v.state = pb::NodeState::Left;
+            }
         }
         if fail_once.is_some() && !failed_used {
             ring.fail_decommission_once = fail_once;
@@ -348,12 +489,17 @@ fn new_node(ring: &mut Ring, zone: &str, revision: &str, image: &str) -> FakeNod
         repair_id: 0,
         repair_completed_ms: 0,
         restarts: 0,
+        cleanup_running: false,
+        cleanup_id: 0,
+        cleanup_completed_ms: 0,
+        dead: false,
+        removing: None,
     }
 }
 
 /// A pod restarts on `revision` (and its image): same node id, same volume.
 fn restart(ring: &mut Ring, pod: &str, revision: &str, image: &str) {
-    let running = !ring.bad_images.iter().any(|b| b == image);
+    let running = !ring.bad_images.iter().any(|b| b == image) && !ring.nodes[pod].dead;
     let uid = ring.uid();
     let n = ring.nodes.get_mut(pod).unwrap();
     n.revision = revision.into();
@@ -452,6 +598,29 @@ fn step_statefulset(ring: &mut Ring, api: &FakeApi, ns: &str, sts: &Value) {
             write_pending_pod(api, ns, &pn);
             continue;
         }
+        // A Pod object deleted together with its volume: a new, empty node
+        // (its old incarnation must have left the ring first, or data is lost).
+        let claim = format!("data-{pn}");
+        if ring.nodes.contains_key(&pn)
+            && api.get("pods", ns, &pn).is_none()
+            && api.get("persistentvolumeclaims", ns, &claim).is_none()
+        {
+            let old = ring.nodes.remove(&pn).unwrap();
+            if old.state != pb::NodeState::Left {
+                ring.violations.push(format!(
+                    "{pn} re-created on a new volume while {:?}: its data was lost",
+                    old.state
+                ));
+            }
+            let rev = if o >= p { upd.clone() } else { cur_rev.clone() };
+            let img = if o >= p {
+                image.clone()
+            } else {
+                old.image.clone()
+            };
+            let n = new_node(ring, &zone, &rev, &img);
+            ring.nodes.insert(pn.clone(), n);
+        }
         // A Pod object deleted through the API (not by us): re-created on the
         // revision its ordinal gets, like the StatefulSet controller does.
         if ring.nodes.contains_key(&pn) && api.get("pods", ns, &pn).is_none() {
@@ -473,7 +642,6 @@ fn step_statefulset(ring: &mut Ring, api: &FakeApi, ns: &str, sts: &Value) {
             ring.nodes.insert(pn.clone(), n);
         }
         // The volume: created with the pod if missing, kept otherwise.
-        let claim = format!("data-{pn}");
         if api.get("persistentvolumeclaims", ns, &claim).is_none() {
             let uid = ring.uid();
             ring.volumes.insert(claim.clone(), uid);
@@ -553,7 +721,17 @@ fn step_statefulset(ring: &mut Ring, api: &FakeApi, ns: &str, sts: &Value) {
 fn write_pod(ring: &Ring, api: &FakeApi, ns: &str, pod: &str) {
     let n = &ring.nodes[pod];
     let (cluster, zone) = ("kv", n.zone.as_str());
-    let status = if n.running {
+    let status = if n.dead {
+        json!({
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "False"}
+            ],
+            "containerStatuses": [{"name": "node", "ready": false, "restartCount": 5, "image": n.image, "imageID": "",
+                                   "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "data directory unreadable"}}}]
+        })
+    } else if n.running {
         json!({
             "phase": "Running",
             "conditions": [
@@ -574,10 +752,20 @@ fn write_pod(ring: &Ring, api: &FakeApi, ns: &str, pod: &str) {
                                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{}\"", n.image)}}}]
         })
     };
+    // Annotations someone put on the pod stay (until the pod is re-created).
+    let annotations = api
+        .get("pods", ns, pod)
+        .filter(|o| {
+            o.pointer("/metadata/uid").and_then(Value::as_str)
+                == Some(&format!("pod-{}", n.pod_uid))
+        })
+        .and_then(|o| o.pointer("/metadata/annotations").cloned())
+        .unwrap_or(json!({}));
     let obj = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": pod, "uid": format!("pod-{}", n.pod_uid),
+            "annotations": annotations,
             "labels": {
                 "app.kubernetes.io/name": "ringkv",
                 "app.kubernetes.io/instance": cluster,

@@ -5,5 +5,6 @@ mod day2;
 mod fake_api;
 mod fake_nodes;
 mod leader;
+mod maintenance;
 mod monitoring;
 mod reconcile;

@@ -92,6 +92,25 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Drop every record the node no longer replicates (after a node joined,
+    /// or sloppy writes it took), once each range is on its replicas.
+    /// Refused while a node is joining or leaving.
+    Cleanup {
+        /// Wait until it finishes, printing progress; fails if a range was kept.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a node that is gone for good (run against any other live node,
+    /// which coordinates): its ranges stream from the surviving replicas to
+    /// their new owners, then it is LEFT everywhere. Refused while the node is
+    /// alive, while another node joins or leaves, or below N nodes.
+    Removenode {
+        /// The id of the dead node.
+        node: String,
+        /// Wait until it is done, printing progress.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Run a local cluster of real node processes on loopback.
     Local(local::LocalArgs),
     /// Drive a running cluster with load and print throughput and latency.
@@ -267,6 +286,52 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 }
             }
         }
+        Cmd::Cleanup { wait } => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            let (started, id) = a.cleanup().await?;
+            println!(
+                "cleanup {id} {}",
+                if started {
+                    "started"
+                } else {
+                    "already running"
+                }
+            );
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let c = a.status().await?.cleanup.unwrap_or_default();
+                println!("{}", cleanup_line(&c));
+                if !c.running {
+                    return Ok(if c.last_error.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
+            }
+        }
+        Cmd::Removenode { node, wait } => {
+            let mut a = Admin::connect(&cli.admin).await?;
+            let r = a.remove_node(&node).await?;
+            println!("{}", removal_line(&r));
+            if !wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            use ringkv_client::pb::remove_node_status::Phase;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let r = a.status().await?.removal.unwrap_or_default();
+                println!("{}", removal_line(&r));
+                match Phase::try_from(r.phase) {
+                    Ok(Phase::Done) => return Ok(ExitCode::SUCCESS),
+                    Ok(Phase::Failed) => return Ok(ExitCode::FAILURE),
+                    _ => {}
+                }
+            }
+        }
         Cmd::Local(args) => local::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
@@ -279,6 +344,7 @@ fn state_name(s: i32) -> &'static str {
         Ok(ringkv_proto::v1::NodeState::Normal) => "NORMAL",
         Ok(ringkv_proto::v1::NodeState::Leaving) => "LEAVING",
         Ok(ringkv_proto::v1::NodeState::Left) => "LEFT",
+        Ok(ringkv_proto::v1::NodeState::Repairing) => "REPAIRING",
         _ => "UNKNOWN",
     }
 }
@@ -301,6 +367,45 @@ fn decommission_line(d: &ringkv_client::pb::DecommissionStatus) -> String {
             " — {} (run decommission again to resume)",
             d.error
         ));
+    }
+    s
+}
+
+fn cleanup_line(c: &ringkv_client::pb::CleanupStatus) -> String {
+    let mut s = format!(
+        "cleanup: {}, ranges {}/{} ({} kept), {} keys / {} bytes dropped, {} keys / {} bytes pushed to replicas first; last complete cleanup {}",
+        if c.running { "RUNNING" } else { "idle" },
+        c.ranges_done,
+        c.ranges_total,
+        c.ranges_kept,
+        c.keys_dropped,
+        c.bytes_dropped,
+        c.keys_pushed,
+        c.bytes_pushed,
+        ago(c.last_completed_unix_ms)
+    );
+    if !c.last_error.is_empty() {
+        s.push_str(&format!(" — {}", c.last_error));
+    }
+    s
+}
+
+fn removal_line(r: &ringkv_client::pb::RemoveNodeStatus) -> String {
+    use ringkv_client::pb::remove_node_status::Phase;
+    let phase = match Phase::try_from(r.phase) {
+        Ok(Phase::NotStarted) => "not started",
+        Ok(Phase::Announcing) => "announcing (waiting for every live node to hear)",
+        Ok(Phase::Streaming) => "streaming",
+        Ok(Phase::Done) => "done (LEFT)",
+        Ok(Phase::Failed) => "FAILED",
+        _ => "unknown",
+    };
+    let mut s = format!(
+        "removenode {}: {phase}, ranges {}/{}, {} keys / {} bytes streamed",
+        r.node_id, r.ranges_done, r.ranges_total, r.keys_streamed, r.bytes_streamed
+    );
+    if !r.error.is_empty() {
+        s.push_str(&format!(" — {} (run removenode again to resume)", r.error));
     }
     s
 }
@@ -370,6 +475,22 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
                     "phase": d.phase, "ranges_total": d.ranges_total, "ranges_done": d.ranges_done,
                     "keys_streamed": d.keys_streamed, "bytes_streamed": d.bytes_streamed, "error": d.error,
                 })),
+                "cleanup": s.cleanup.as_ref().map(|c| serde_json::json!({
+                    "running": c.running, "cleanup_id": c.cleanup_id, "ranges_total": c.ranges_total,
+                    "ranges_done": c.ranges_done, "ranges_kept": c.ranges_kept,
+                    "keys_dropped": c.keys_dropped, "bytes_dropped": c.bytes_dropped,
+                    "keys_pushed": c.keys_pushed, "bytes_pushed": c.bytes_pushed,
+                    "last_completed_unix_ms": c.last_completed_unix_ms, "last_error": c.last_error,
+                })),
+                "removal": s.removal.as_ref().map(|r| serde_json::json!({
+                    "node_id": r.node_id, "phase": r.phase, "ranges_total": r.ranges_total,
+                    "ranges_done": r.ranges_done, "keys_streamed": r.keys_streamed,
+                    "bytes_streamed": r.bytes_streamed, "error": r.error,
+                })),
+                "removed_nodes": s.removed_nodes.iter().map(|r| serde_json::json!({
+                    "node_id": r.node_id, "generation": r.generation, "done": r.done,
+                    "removed_by": r.removed_by, "at_unix_ms": r.at_unix_ms,
+                })).collect::<Vec<_>>(),
             })
         );
         return;
@@ -430,5 +551,25 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
         && d.phase != ringkv_client::pb::decommission_status::Phase::NotStarted as i32
     {
         println!("{}", decommission_line(d));
+    }
+    if let Some(c) = &s.cleanup
+        && (c.running || c.cleanup_id != 0)
+    {
+        println!("{}", cleanup_line(c));
+    }
+    if let Some(r) = &s.removal
+        && r.phase != ringkv_client::pb::remove_node_status::Phase::NotStarted as i32
+    {
+        println!("{}", removal_line(r));
+    }
+    for r in &s.removed_nodes {
+        println!(
+            "removed: {} (generation {}) by {} {}{}",
+            r.node_id,
+            r.generation,
+            r.removed_by,
+            ago(r.at_unix_ms),
+            if r.done { "" } else { ", streaming" }
+        );
     }
 }

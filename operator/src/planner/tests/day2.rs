@@ -11,6 +11,7 @@ fn pvc(requested: &str) -> PvcObservation {
         class: Some("standard".into()),
         deleting: false,
         decommissioned: false,
+        ..PvcObservation::default()
     }
 }
 
@@ -24,6 +25,7 @@ fn running_pod(revision: &str) -> PodObservation {
         unschedulable: None,
         waiting: None,
         started: true,
+        replace_requested: false,
     }
 }
 

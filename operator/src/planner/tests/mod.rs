@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::crd::{KVClusterSpec, ZoneStatus};
 use crate::observe::{
-    DecommissionPhase, DecommissionReport, Member, NodeReport, PodObservation, PvcObservation,
-    RepairReport,
+    CleanupReport, DecommissionPhase, DecommissionReport, Member, NodeReport, PodObservation,
+    PvcObservation, RepairReport,
 };
 
 mod day2;
 mod decommission;
+mod maintenance;
 mod repair;
 mod rollout;
 mod scale;
@@ -73,6 +74,7 @@ pub(crate) fn report(pod: &str, state: NodeState) -> NodeObservation {
         members: Vec::new(),
         decommission: None,
         repair: RepairReport::default(),
+        cleanup: CleanupReport::default(),
     })
 }
 
