@@ -1,5 +1,6 @@
 //! `ringkv`: the ringkv command line.
 
+mod backup;
 mod bench;
 mod local;
 
@@ -111,6 +112,16 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Take, list or delete a snapshot on the node (--admin).
+    #[command(subcommand)]
+    Snapshot(backup::SnapshotCmd),
+    /// Back the whole cluster up to object storage (every live node under one
+    /// backup id, incremental); or verify, list, prune backups.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the running cluster of --admin (any size): the
+    /// backup is verified first, then every record is merged into its
+    /// current replicas.
+    Restore(backup::RestoreArgs),
     /// Run a local cluster of real node processes on loopback.
     Local(local::LocalArgs),
     /// Drive a running cluster with load and print throughput and latency.
@@ -332,6 +343,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 }
             }
         }
+        Cmd::Snapshot(c) => backup::snapshot(&cli.admin, c).await,
+        Cmd::Backup(args) => backup::backup(&cli.admin, args).await,
+        Cmd::Restore(args) => backup::restore_cmd(&cli.admin, args).await,
         Cmd::Local(args) => local::run(args).await,
         Cmd::Bench(args) => bench::run(args).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
