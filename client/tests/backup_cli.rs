@@ -80,6 +80,8 @@ fn moto() -> Result<Moto, String> {
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(port) => {
+            // Owned first, so a failed assertion below still kills it.
+            let moto = Moto { child, port };
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             write!(
                 s,
@@ -89,7 +91,7 @@ fn moto() -> Result<Moto, String> {
             let mut resp = String::new();
             s.read_to_string(&mut resp).unwrap();
             assert!(resp.starts_with("HTTP/1.1 200"), "CreateBucket: {resp}");
-            Ok(Moto { child, port })
+            Ok(moto)
         }
         Err(_) => {
             let _ = child.kill();
