@@ -74,6 +74,8 @@ pub struct Metrics {
     pub gossip_dropped: Family<ReasonLabel, Counter>,
     pub gossip_accepted: Counter,
     pub gossip_implausible: Gauge,
+    /// Snapshots, backups and restores (node/src/backup).
+    pub backup: crate::backup::BackupMetrics,
     engine: EngineMetrics,
 }
 
@@ -335,8 +337,11 @@ impl Metrics {
             "1 while the storage engine refuses writes for lack of disk space (it takes them again by itself once space is freed)",
             engine.no_space.clone(),
         );
+        let backup = crate::backup::BackupMetrics::default();
+        backup.register(&mut registry);
         Metrics {
             engine,
+            backup,
             registry,
             requests,
             latency,

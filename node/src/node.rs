@@ -383,7 +383,16 @@ impl RunningNode {
             ));
         }
 
+        let backups = crate::backup::Backups::new(
+            config.clone(),
+            replica.clone(),
+            membership.clone(),
+            topology.clone(),
+            client.clone(),
+            metrics.clone(),
+        );
         let state = ApiState {
+            backups,
             config: config.clone(),
             coord: coordinator.clone(),
             replica: replica.clone(),
