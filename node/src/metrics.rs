@@ -28,6 +28,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Closed label set of `auth_refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// grpc | http | admin | internode
+    pub api: &'static str,
+    /// missing_token | unknown_token | forbidden | no_client_cert
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LevelLabel {
     pub level: &'static str,
@@ -73,6 +82,8 @@ pub struct Metrics {
     pub gossip_dropped: Family<ReasonLabel, Counter>,
     pub gossip_accepted: Counter,
     pub gossip_implausible: Gauge,
+    /// Requests refused by authentication/authorization (`security::auth`).
+    pub auth_refused: Family<AuthLabels, Counter>,
     engine: EngineMetrics,
 }
 
@@ -275,6 +286,12 @@ impl Metrics {
             "Gossip datagrams dropped before decoding, by reason",
             gossip_dropped.clone(),
         );
+        let auth_refused = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Requests refused by authentication or authorization, by API and reason",
+            auth_refused.clone(),
+        );
         let gossip_accepted = Counter::default();
         registry.register(
             "gossip_accepted",
@@ -361,6 +378,7 @@ impl Metrics {
             gossip_dropped,
             gossip_accepted,
             gossip_implausible,
+            auth_refused,
         }
     }
 
