@@ -108,37 +108,6 @@ fn local_secure_is_reachable_only_with_its_credentials() {
         p("client-key.pem"),
     );
     let plain_grpc = grpc.replace("https://", "http://");
-    // Without credentials: refused, and nothing written.
-    let (ok, _, err) = cli(&["--addr", &plain_grpc, "put", "k", "v"]);
-    assert!(!ok, "a plaintext put succeeded");
-    let (ok, _, err2) = cli(&["--addr", &grpc, "--cacert", &ca, "put", "k", "v"]);
-    assert!(!ok, "a put without a token succeeded");
-    assert!(err2.contains("Unauthenticated"), "{err} / {err2}");
-    // With the CA and the token: works.
-    let (ok, _, err) = cli(&[
-        "--addr",
-        &grpc,
-        "--cacert",
-        &ca,
-        "--token-file",
-        &tok,
-        "put",
-        "k",
-        "v",
-    ]);
-    assert!(ok, "{err}");
-    let (ok, out, err) = cli(&[
-        "--addr",
-        &grpc,
-        "--cacert",
-        &ca,
-        "--token-file",
-        &tok,
-        "get",
-        "k",
-    ]);
-    assert!(ok && out.trim() == "v", "{out} {err}");
-
     // Admin: the token alone is not enough under TLS, the client
     // certificate is; then every node is NORMAL (they joined over mTLS
     // with authenticated gossip).
@@ -173,6 +142,37 @@ fn local_secure_is_reachable_only_with_its_credentials() {
         assert!(Instant::now() < deadline, "status: {out} {err}");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Without credentials: refused, and nothing written.
+    let (ok, _, err) = cli(&["--addr", &plain_grpc, "put", "k", "v"]);
+    assert!(!ok, "a plaintext put succeeded");
+    let (ok, _, err2) = cli(&["--addr", &grpc, "--cacert", &ca, "put", "k", "v"]);
+    assert!(!ok, "a put without a token succeeded");
+    assert!(err2.contains("Unauthenticated"), "{err} / {err2}");
+    // With the CA and the token: works.
+    let (ok, _, err) = cli(&[
+        "--addr",
+        &grpc,
+        "--cacert",
+        &ca,
+        "--token-file",
+        &tok,
+        "put",
+        "k",
+        "v",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&[
+        "--addr",
+        &grpc,
+        "--cacert",
+        &ca,
+        "--token-file",
+        &tok,
+        "get",
+        "k",
+    ]);
+    assert!(ok && out.trim() == "v", "{out} {err}");
 
     // The printed curl line works (when curl is installed).
     if Path::new("/usr/bin/curl").exists() {

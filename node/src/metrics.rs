@@ -37,6 +37,15 @@ pub struct AuthLabels {
     pub reason: &'static str,
 }
 
+/// Closed label set of `tls_handshakes_failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// internode | grpc | http
+    pub listener: &'static str,
+    /// refused | timeout
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LevelLabel {
     pub level: &'static str,
@@ -84,6 +93,9 @@ pub struct Metrics {
     pub gossip_implausible: Gauge,
     /// Requests refused by authentication/authorization (`security::auth`).
     pub auth_refused: Family<AuthLabels, Counter>,
+    /// TLS handshakes that failed (no or a foreign client certificate,
+    /// garbage, timeout).
+    pub tls_handshakes_failed: Family<HandshakeLabels, Counter>,
     engine: EngineMetrics,
 }
 
@@ -292,6 +304,12 @@ impl Metrics {
             "Requests refused by authentication or authorization, by API and reason",
             auth_refused.clone(),
         );
+        let tls_handshakes_failed = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes refused or timed out, by listener",
+            tls_handshakes_failed.clone(),
+        );
         let gossip_accepted = Counter::default();
         registry.register(
             "gossip_accepted",
@@ -379,6 +397,7 @@ impl Metrics {
             gossip_accepted,
             gossip_implausible,
             auth_refused,
+            tls_handshakes_failed,
         }
     }
 

@@ -468,7 +468,12 @@ impl RunningNode {
                 state: state.clone(),
             }))
             .serve_with_incoming_shutdown(
-                crate::security::listen::incoming(internode_l, tls.clone(), Listener::Internode),
+                crate::security::listen::incoming(
+                    internode_l,
+                    tls.clone(),
+                    Listener::Internode,
+                    metrics.clone(),
+                ),
                 stopped(stop_rx.clone()),
             );
         tasks.push(tokio::spawn(async move {
@@ -506,7 +511,12 @@ impl RunningNode {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .serve_with_incoming_shutdown(
-                crate::security::listen::incoming(grpc_l, tls.clone(), Listener::ClientGrpc),
+                crate::security::listen::incoming(
+                    grpc_l,
+                    tls.clone(),
+                    Listener::ClientGrpc,
+                    metrics.clone(),
+                ),
                 stopped(stop_rx.clone()),
             );
         tasks.push(tokio::spawn(async move {
@@ -525,7 +535,7 @@ impl RunningNode {
                 crate::telemetry::http_span,
             ));
         let http = crate::security::listen::serve_http(
-            crate::security::listen::incoming(http_l, tls.clone(), Listener::Http),
+            crate::security::listen::incoming(http_l, tls.clone(), Listener::Http, metrics.clone()),
             router,
             limits,
             stopped(stop_rx),

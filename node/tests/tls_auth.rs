@@ -315,6 +315,15 @@ async fn tls_cluster_replicates_and_refuses_certificates_of_another_ca() {
         Err(_) => true,
     };
     assert!(res, "a certificate of another CA was accepted");
+    let failed = c.nodes[0]
+        .metrics
+        .tls_handshakes_failed
+        .get_or_create(&ringkv_node::metrics::HandshakeLabels {
+            listener: "internode",
+            reason: "refused",
+        })
+        .get();
+    assert!(failed >= 2, "refused handshakes are counted ({failed})");
     // A certificate of the cluster CA: Admin answers.
     let mine = good.client("operator");
     let ch = tls_channel(internode, &good.ca_path(), Some(&mine))

@@ -125,6 +125,7 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     which: Listener,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
     tokio::spawn(async move {
@@ -155,18 +156,29 @@ pub fn incoming(
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(which));
-            let tx = tx.clone();
+            let (tx, metrics) = (tx.clone(), metrics.clone());
             tokio::spawn(async move {
                 let _permit = permit;
+                let failed = |reason| {
+                    metrics
+                        .tls_handshakes_failed
+                        .get_or_create(&crate::metrics::HandshakeLabels {
+                            listener: which.label(),
+                            reason,
+                        })
+                        .inc();
+                };
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => {
                         let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, listener = ?which, "TLS handshake refused")
+                        failed("refused");
+                        tracing::debug!(%remote, error = %e, listener = which.label(), "TLS handshake refused")
                     }
                     Err(_) => {
-                        tracing::debug!(%remote, listener = ?which, "TLS handshake timed out")
+                        failed("timeout");
+                        tracing::debug!(%remote, listener = which.label(), "TLS handshake timed out")
                     }
                 }
             });

@@ -73,6 +73,17 @@ pub enum Listener {
     Http,
 }
 
+impl Listener {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Internode => "internode",
+            Listener::ClientGrpc => "grpc",
+            Listener::Http => "http",
+        }
+    }
+}
+
 /// The configurations built from one version of the files.
 struct Material {
     internode: Arc<ServerConfig>,

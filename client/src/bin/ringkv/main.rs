@@ -49,10 +49,22 @@ struct Security {
     cacert: Option<PathBuf>,
     /// PEM client certificate (needed for Admin commands when TLS is on,
     /// and for everything under `tls_mode: required`).
-    #[arg(long, global = true, env = "RINGKV_CERT", requires = "key")]
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "RINGKV_CERT",
+        requires = "client_key"
+    )]
     cert: Option<PathBuf>,
     /// PEM key of --cert.
-    #[arg(long, global = true, env = "RINGKV_KEY", requires = "cert")]
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "RINGKV_KEY",
+        requires = "client_cert"
+    )]
     key: Option<PathBuf>,
     /// Bearer token (read, readwrite or admin).
     #[arg(
