@@ -103,9 +103,18 @@ impl Replica {
         &self.hlc
     }
 
-    /// This replica's record of `key`.
+    /// This replica's record of `key`, merged with what it holds of the key
+    /// as hints for other nodes: a substitute answers a sloppy read with
+    /// the writes it took in a home replica's place.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        self.store.read(key).await
+        let own = self.store.read(key).await?;
+        Ok(match self.hints.lookup(key).await? {
+            None => own,
+            Some(h) => Some(match own {
+                Some(o) => o.merge(&h),
+                None => h,
+            }),
+        })
     }
 
     /// Merges a record from a coordinator, a peer or a hint into this
