@@ -513,7 +513,7 @@ async fn a_certificate_rotated_on_disk_is_used_while_writes_keep_succeeding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_http2_listener_advertises_a_stream_limit() {
+async fn every_http2_listener_advertises_a_stream_limit_and_holds_it() {
     let c = Cluster::start(1, |cfg| {
         cfg.n = 1;
         cfg.w = 1;
@@ -541,6 +541,71 @@ async fn every_http2_listener_advertises_a_stream_limit() {
         .await;
         assert_eq!(send.current_max_send_streams(), limit, "{addr}");
         driver.abort();
+        // And the server holds it against a client that ignores it.
+        let refused = refused_streams(addr, limit + 40).await;
+        assert!(
+            refused >= 40,
+            "{addr}: only {refused} of the 40 streams beyond the limit were refused"
+        );
     }
     c.stop().await;
+}
+
+/// Opens `count` half-open streams (HEADERS without END_STREAM) over raw
+/// HTTP/2 frames, as an attacker that ignores SETTINGS would, and counts
+/// the server's RST_STREAM(REFUSED_STREAM) answers.
+async fn refused_streams(addr: std::net::SocketAddr, count: usize) -> usize {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    // The server's SETTINGS must be acknowledged before its limit applies.
+    let mut head = [0u8; 9];
+    loop {
+        tcp.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut body = vec![0u8; len];
+        tcp.read_exact(&mut body).await.unwrap();
+        if head[3] == 4 && head[4] & 1 == 0 {
+            break;
+        }
+    }
+    tcp.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+    // HPACK without Huffman or indexing: :method POST, :scheme http (static
+    // table), :path, :authority and content-type as literals.
+    let path = b"/ringkv.v1.KeyValue/Get";
+    let mut block = vec![0x83, 0x86, 0x04, path.len() as u8];
+    block.extend(path);
+    block.extend([0x01, 0x01, b'x', 0x0f, 0x10, 16]);
+    block.extend(b"application/grpc");
+    let mut out = Vec::new();
+    for i in 0..count as u32 {
+        out.extend(frame(1, 0x4, 2 * i + 1, &block));
+    }
+    tcp.write_all(&out).await.unwrap();
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused < count && tokio::time::Instant::now() < deadline {
+        let read = tokio::time::timeout(Duration::from_secs(2), tcp.read_exact(&mut head)).await;
+        let Ok(Ok(_)) = read else { break };
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut body = vec![0u8; len];
+        if tcp.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        // RST_STREAM with REFUSED_STREAM (7).
+        if head[3] == 3 && body == [0, 0, 0, 7] {
+            refused += 1;
+        }
+    }
+    refused
 }
