@@ -509,6 +509,7 @@ async fn a_certificate_rotated_on_disk_is_used_while_writes_keep_succeeding() {
         0,
         "writes failed during rotation"
     );
+    eprintln!("{} writes at W=3, none failed", ok.load(Ordering::Relaxed));
     c.stop().await;
 }
 
@@ -608,4 +609,51 @@ async fn refused_streams(addr: std::net::SocketAddr, count: usize) -> usize {
         }
     }
     refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_header_connections_are_closed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let c = Cluster::start(1, |cfg| {
+        cfg.n = 1;
+        cfg.w = 1;
+        cfg.r = 1;
+    })
+    .await;
+    let limit = ringkv_node::security::HttpLimits::default().header_read_timeout;
+    let addr = c.nodes[0].addrs.http;
+    // Silent connections on the gRPC listeners too.
+    let silent_grpc = tokio::net::TcpStream::connect(c.nodes[0].addrs.grpc)
+        .await
+        .unwrap();
+    let silent_internode = tokio::net::TcpStream::connect(c.nodes[0].addrs.internode)
+        .await
+        .unwrap();
+    // One connection sends nothing; one sends half a request head and
+    // stalls; one is served once, then stays idle (keep-alive).
+    let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for (what, mut s) in [
+        ("idle", idle),
+        ("slow header", slow),
+        ("keep-alive", kept),
+        ("silent gRPC", silent_grpc),
+        ("silent internode", silent_internode),
+    ] {
+        let mut buf = Vec::new();
+        let read =
+            tokio::time::timeout(limit + Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the {what} connection was not closed");
+        eprintln!("{what} closed after {:?}", started.elapsed());
+    }
+    eprintln!("all closed after {:?} (limit {limit:?})", started.elapsed());
+    c.stop().await;
 }

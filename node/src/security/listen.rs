@@ -54,13 +54,6 @@ impl Conn {
     }
 }
 
-impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = ConnInfo;
-    fn connect_info(&self) -> ConnInfo {
-        self.info()
-    }
-}
-
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -126,8 +119,8 @@ pub fn incoming(
     tls: Option<Arc<Tls>>,
     which: Listener,
     metrics: Arc<crate::metrics::Metrics>,
-) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(64);
+) -> ReceiverStream<io::Result<Prefixed>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Prefixed>>(64);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         loop {
@@ -146,46 +139,61 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let Some(tls) = &tls else {
-                if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
-                    return;
-                }
-                continue;
+            let permit = match &tls {
+                Some(_) => match handshakes.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                None => None,
             };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(which));
+            let acceptor = tls
+                .as_ref()
+                .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config(which)));
             let (tx, metrics) = (tx.clone(), metrics.clone());
             tokio::spawn(async move {
-                let _permit = permit;
-                let failed = |reason| {
-                    metrics
-                        .tls_handshakes_failed
-                        .get_or_create(&crate::metrics::HandshakeLabels {
-                            listener: which.label(),
-                            reason,
-                        })
-                        .inc();
+                let conn = match acceptor {
+                    None => Conn::Plain(tcp),
+                    Some(acceptor) => {
+                        let _permit = permit;
+                        let failed = |reason| {
+                            metrics
+                                .tls_handshakes_failed
+                                .get_or_create(&crate::metrics::HandshakeLabels {
+                                    listener: which.label(),
+                                    reason,
+                                })
+                                .inc();
+                        };
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => Conn::Tls(Box::new(s)),
+                            Ok(Err(e)) => {
+                                failed("refused");
+                                tracing::debug!(%remote, error = %e, listener = which.label(), "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                failed("timeout");
+                                tracing::debug!(%remote, listener = which.label(), "TLS handshake timed out");
+                                return;
+                            }
+                        }
+                    }
                 };
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
-                    }
-                    Ok(Err(e)) => {
-                        failed("refused");
-                        tracing::debug!(%remote, error = %e, listener = which.label(), "TLS handshake refused")
-                    }
-                    Err(_) => {
-                        failed("timeout");
-                        tracing::debug!(%remote, listener = which.label(), "TLS handshake timed out")
-                    }
+                // The HTTP servers wait for a client's first bytes (its
+                // preface) without a deadline: a connection that never
+                // sends one is closed here instead of held forever.
+                if let Ok(c) = Prefixed::first_bytes(conn, FIRST_BYTES_TIMEOUT).await {
+                    let _ = tx.send(Ok(c)).await;
                 }
             });
         }
     });
     ReceiverStream::new(rx)
 }
+
+/// A connection that sends nothing for this long after it is accepted
+/// (after its TLS handshake) is closed.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// HTTP limits (issue 9 finding 6): idle and slow-header connections are
 /// closed, HTTP/2 streams per connection are bounded.
@@ -215,7 +223,7 @@ impl Default for HttpLimits {
 /// Serves `router` over `conns` until `stop`, then lets open requests
 /// finish (up to `grace`).
 pub async fn serve_http(
-    mut conns: ReceiverStream<io::Result<Conn>>,
+    mut conns: ReceiverStream<io::Result<Prefixed>>,
     router: axum::Router,
     limits: HttpLimits,
     stop: impl std::future::Future<Output = ()>,
@@ -249,7 +257,7 @@ pub async fn serve_http(
             },
             _ = &mut stop => break,
         };
-        let info = conn.info();
+        let info = conn.inner.info();
         let router = router.clone();
         let svc =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -257,12 +265,95 @@ pub async fn serve_http(
                 use tower::ServiceExt as _;
                 router.clone().oneshot(req)
             });
-        let c = builder.serve_connection_with_upgrades(TokioIo::new(conn), svc);
-        let c = graceful.watch(c.into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = c.await;
+            let c = builder.serve_connection_with_upgrades(TokioIo::new(conn), svc);
+            let _ = watcher.watch(c.into_owned()).await;
         });
     }
     drop(conns);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+/// A connection whose first bytes were read ahead (with a deadline) and
+/// are replayed before the rest.
+pub struct Prefixed {
+    head: Vec<u8>,
+    pos: usize,
+    inner: Conn,
+}
+
+impl tonic::transport::server::Connected for Prefixed {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.inner.info()
+    }
+}
+
+impl Prefixed {
+    /// Waits up to `within` for the client's first bytes.
+    async fn first_bytes(mut inner: Conn, within: Duration) -> io::Result<Prefixed> {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = vec![0u8; 24];
+        let n = tokio::time::timeout(within, inner.read(&mut head))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request"))??;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        head.truncate(n);
+        Ok(Prefixed {
+            head,
+            pos: 0,
+            inner,
+        })
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.head.len() {
+            let n = (this.head.len() - this.pos).min(buf.remaining());
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

@@ -10,7 +10,7 @@ pub mod pki;
 pub mod tls;
 
 pub use auth::{AuthError, Guard, Refusal, Role, Tokens};
-pub use listen::{Conn, ConnInfo, HttpLimits};
+pub use listen::{Conn, ConnInfo, HttpLimits, Prefixed};
 pub use tls::{Listener, Tls, TlsError, TlsMode};
 
 /// How often certificate and token files are checked for changes.
