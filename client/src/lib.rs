@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::key_value_client::KeyValueClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The generated protobuf types (Admin status messages and their enums).
 pub use ringkv_proto::v1 as pb;
@@ -148,34 +148,107 @@ pub struct PutResult {
     pub acks: u32,
 }
 
-async fn channel(addr: &str) -> Result<Channel, ClientError> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let err = |reason: String| ClientError::Connect {
-        addr: url.clone(),
-        reason,
-    };
-    Endpoint::from_shared(url.clone())
-        .map_err(|e| err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| {
-            err(format!(
-                "{e} ({})",
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ))
-        })
+/// How to reach a secured cluster: TLS (a CA to verify nodes, and a
+/// client certificate for mutual TLS) and a bearer token. The default is
+/// plaintext without a token.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// PEM CA bundle the nodes' certificates must chain to. Setting it (or
+    /// an `https://` address) turns TLS on.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key (Admin, and `tls_mode: required`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<String>,
+    /// Name the nodes' certificates are checked against (default: the host
+    /// dialled).
+    pub tls_server_name: Option<String>,
 }
 
-pub(crate) fn kv_client(ch: Channel) -> KeyValueClient<Channel> {
-    KeyValueClient::new(ch)
+impl ConnectOptions {
+    fn tls(&self) -> bool {
+        self.ca_pem.is_some() || self.identity.is_some()
+    }
+
+    /// The endpoint for `addr` (`host:port`, `http://` or `https://`).
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, ClientError> {
+        let (scheme, rest) = match addr.split_once("://") {
+            Some((s, rest)) => (s, rest),
+            None => (if self.tls() { "https" } else { "http" }, addr),
+        };
+        let https = scheme == "https" || self.tls();
+        let url = format!("{}://{rest}", if https { "https" } else { "http" });
+        let err = |reason: String| ClientError::Connect {
+            addr: url.clone(),
+            reason,
+        };
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if https {
+            let ca = self.ca_pem.as_ref().ok_or_else(|| {
+                err("TLS needs the cluster CA: pass --cacert (RINGKV_CACERT)".into())
+            })?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &self.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            ep = ep.tls_config(tls).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(ep)
+    }
+
+    fn auth(&self) -> Result<Auth, ClientError> {
+        match &self.token {
+            None => Ok(Auth(None)),
+            Some(t) => format!("Bearer {}", t.trim())
+                .parse()
+                .map(|v| Auth(Some(v)))
+                .map_err(|_| {
+                    ClientError::InvalidArgument(
+                        "the token contains characters not allowed in a header".into(),
+                    )
+                }),
+        }
+    }
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel with the token interceptor.
+pub type Transport = tonic::service::interceptor::InterceptedService<Channel, Auth>;
+
+async fn channel(addr: &str, opts: &ConnectOptions) -> Result<Channel, ClientError> {
+    let ep = opts.endpoint(addr)?;
+    let url = ep.uri().to_string();
+    ep.connect().await.map_err(|e| ClientError::Connect {
+        addr: url,
+        reason: format!(
+            "{e} ({})",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    })
+}
+
+pub(crate) fn kv_client(ch: Channel, auth: Auth) -> KeyValueClient<Transport> {
+    KeyValueClient::with_interceptor(ch, auth)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20)
 }
@@ -185,7 +258,7 @@ pub(crate) fn kv_client(ch: Channel) -> KeyValueClient<Channel> {
 #[derive(Debug, Clone)]
 pub struct Client {
     /// The node connected to; takes whatever routing cannot place.
-    kv: KeyValueClient<Channel>,
+    kv: KeyValueClient<Transport>,
     router: Option<Arc<routing::Router>>,
 }
 
@@ -199,7 +272,15 @@ impl Client {
     /// Connects to one node's client gRPC address (`http://host:7070` or
     /// `host:7070`); that node coordinates every request.
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        Ok(Client::from_channel(channel(addr).await?))
+        Client::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect`] to a secured cluster (TLS, token).
+    pub async fn connect_with(addr: &str, opts: &ConnectOptions) -> Result<Client, ClientError> {
+        Ok(Client {
+            kv: kv_client(channel(addr, opts).await?, opts.auth()?),
+            router: None,
+        })
     }
 
     /// Connects to the first reachable of `seeds`, learns the ring from it
@@ -209,12 +290,20 @@ impl Client {
     /// for a replica it cannot reach, and to plain `connect` behaviour when
     /// the server does not offer the ring.
     pub async fn connect_cluster(seeds: &[&str]) -> Result<Client, ClientError> {
+        Client::connect_cluster_with(seeds, &ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect_cluster`] to a secured cluster (TLS, token).
+    pub async fn connect_cluster_with(
+        seeds: &[&str],
+        opts: &ConnectOptions,
+    ) -> Result<Client, ClientError> {
         let mut last = None;
         for s in seeds {
-            match channel(s).await {
+            match channel(s, opts).await {
                 Ok(ch) => {
-                    let kv = kv_client(ch);
-                    let router = routing::Router::learn(kv.clone(), s).await;
+                    let kv = kv_client(ch, opts.auth()?);
+                    let router = routing::Router::learn(kv.clone(), s, opts.clone()).await;
                     return Ok(Client { kv, router });
                 }
                 Err(e) => last = Some(e),
@@ -228,7 +317,7 @@ impl Client {
 
     pub fn from_channel(ch: Channel) -> Client {
         Client {
-            kv: kv_client(ch),
+            kv: kv_client(ch, Auth(None)),
             router: None,
         }
     }
@@ -243,7 +332,7 @@ impl Client {
     /// while and the request goes to the connected node instead.
     async fn call<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, tonic::Status>
     where
-        F: Fn(KeyValueClient<Channel>) -> Fut,
+        F: Fn(KeyValueClient<Transport>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let Some(router) = &self.router else {
@@ -380,13 +469,19 @@ impl Client {
 /// A client of a node's Admin API (internode port, 7001).
 #[derive(Debug, Clone)]
 pub struct Admin {
-    admin: AdminClient<Channel>,
+    admin: AdminClient<Transport>,
 }
 
 impl Admin {
     pub async fn connect(addr: &str) -> Result<Admin, ClientError> {
+        Admin::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// [`Admin::connect`] to a secured cluster: with TLS on, Admin needs a
+    /// client certificate (`identity`) and, with tokens on, an admin token.
+    pub async fn connect_with(addr: &str, opts: &ConnectOptions) -> Result<Admin, ClientError> {
         Ok(Admin {
-            admin: AdminClient::new(channel(addr).await?),
+            admin: AdminClient::with_interceptor(channel(addr, opts).await?, opts.auth()?),
         })
     }
 

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::{ConnectOptions, Transport};
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::key_value_client::KeyValueClient;
-use tonic::transport::{Channel, Endpoint};
 
 /// How often the ring is fetched again.
 const REFRESH: Duration = Duration::from_secs(10);
@@ -77,11 +77,13 @@ pub(crate) struct Router {
     fetched: Mutex<Instant>,
     refreshing: AtomicBool,
     /// Clients per node address, created lazily (connect on first use).
-    channels: Mutex<HashMap<String, KeyValueClient<Channel>>>,
+    channels: Mutex<HashMap<String, KeyValueClient<Transport>>>,
     /// Addresses that failed, and until when to avoid them.
     avoid: Mutex<HashMap<String, Instant>>,
     turn: AtomicUsize,
-    seed: KeyValueClient<Channel>,
+    seed: KeyValueClient<Transport>,
+    /// How to dial the other nodes (TLS, token).
+    opts: ConnectOptions,
 }
 
 impl Router {
@@ -90,8 +92,9 @@ impl Router {
     /// `seed_addr` is the address `seed` connects to: the seed's own
     /// connection serves the requests routed to it.
     pub(crate) async fn learn(
-        seed: KeyValueClient<Channel>,
+        seed: KeyValueClient<Transport>,
         seed_addr: &str,
+        opts: ConnectOptions,
     ) -> Option<Arc<Router>> {
         let table = fetch(&seed).await?;
         let bare = seed_addr
@@ -106,12 +109,16 @@ impl Router {
             avoid: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             seed,
+            opts,
         }))
     }
 
     /// The client to send a request about `key` to, and the address it
     /// goes to (`None`: the seed).
-    pub(crate) fn route(self: &Arc<Self>, key: &[u8]) -> (KeyValueClient<Channel>, Option<String>) {
+    pub(crate) fn route(
+        self: &Arc<Self>,
+        key: &[u8],
+    ) -> (KeyValueClient<Transport>, Option<String>) {
         self.maybe_refresh();
         let table = self.table.read().expect("ring lock").clone();
         let reps = table.replicas_of(key_token(key));
@@ -140,16 +147,17 @@ impl Router {
             .insert(addr.to_string(), Instant::now() + AVOID);
     }
 
-    fn channel(&self, addr: &str) -> Option<KeyValueClient<Channel>> {
+    fn channel(&self, addr: &str) -> Option<KeyValueClient<Transport>> {
         let mut chans = self.channels.lock().expect("channel lock");
         if let Some(c) = chans.get(addr) {
             return Some(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = self
+            .opts
+            .endpoint(addr)
             .ok()?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let c = crate::kv_client(ep.connect_lazy());
+            .connect_timeout(Duration::from_secs(2));
+        let c = crate::kv_client(ep.connect_lazy(), self.opts.auth().ok()?);
         chans.insert(addr.to_string(), c.clone());
         Some(c)
     }
@@ -172,7 +180,7 @@ impl Router {
     }
 }
 
-async fn fetch(seed: &KeyValueClient<Channel>) -> Option<Table> {
+async fn fetch(seed: &KeyValueClient<Transport>) -> Option<Table> {
     let resp = seed
         .clone()
         .ring(pb::RingRequest {})

@@ -111,9 +111,13 @@ pub struct Config {
     /// Async worker threads (0 = one per core the process may use).
     pub worker_threads: usize,
     pub sync: SyncMode,
+    /// `disabled` | `enabled` | `required` (see `security::tls`).
+    pub tls_mode: crate::security::TlsMode,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    /// Bearer tokens with roles; unset = no authentication.
+    pub auth_tokens_file: Option<PathBuf>,
     /// File holding the cluster's gossip secret (one key per line; the
     /// first signs, all verify). Unset: gossip is not authenticated.
     pub gossip_secret_file: Option<PathBuf>,
@@ -149,9 +153,11 @@ pub const FIELDS: &[&str] = &[
     "repair_rate",
     "worker_threads",
     "sync",
+    "tls_mode",
     "tls_cert",
     "tls_key",
     "tls_ca",
+    "auth_tokens_file",
     "gossip_secret_file",
 ];
 
@@ -233,12 +239,21 @@ pub struct Args {
     /// `always`, `periodic:<duration>` or `never`.
     #[arg(long, env = "RINGKV_SYNC")]
     pub sync: Option<String>,
+    /// `disabled` (default), `enabled` (TLS; mutual TLS on internode and
+    /// Admin) or `required` (client certificates on every API).
+    #[arg(long, env = "RINGKV_TLS_MODE")]
+    pub tls_mode: Option<String>,
+    /// PEM certificate chain of this node.
     #[arg(long, env = "RINGKV_TLS_CERT")]
     pub tls_cert: Option<String>,
     #[arg(long, env = "RINGKV_TLS_KEY")]
     pub tls_key: Option<String>,
+    /// PEM CA bundle: verifies peers and client certificates.
     #[arg(long, env = "RINGKV_TLS_CA")]
     pub tls_ca: Option<String>,
+    /// File of `<role> <token>` lines (read | readwrite | admin).
+    #[arg(long, env = "RINGKV_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<String>,
     /// File with the cluster's gossip secret (one key per line).
     #[arg(long, env = "RINGKV_GOSSIP_SECRET_FILE")]
     pub gossip_secret_file: Option<String>,
@@ -275,9 +290,11 @@ impl Args {
             "repair_rate" => self.repair_rate.as_ref(),
             "worker_threads" => self.worker_threads.as_ref(),
             "sync" => self.sync.as_ref(),
+            "tls_mode" => self.tls_mode.as_ref(),
             "tls_cert" => self.tls_cert.as_ref(),
             "tls_key" => self.tls_key.as_ref(),
             "tls_ca" => self.tls_ca.as_ref(),
+            "auth_tokens_file" => self.auth_tokens_file.as_ref(),
             "gossip_secret_file" => self.gossip_secret_file.as_ref(),
             _ => None,
         }
@@ -453,9 +470,11 @@ impl Config {
             repair_rate: 64 << 20,
             worker_threads: 0,
             sync: SyncMode::Always,
+            tls_mode: crate::security::TlsMode::Disabled,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            auth_tokens_file: None,
             gossip_secret_file: None,
         }
     }
@@ -608,9 +627,19 @@ impl Config {
                 },
             };
         }
-        c.tls_cert = get("tls_cert").map(PathBuf::from);
-        c.tls_key = get("tls_key").map(PathBuf::from);
-        c.tls_ca = get("tls_ca").map(PathBuf::from);
+        if let Some(v) = get("tls_mode") {
+            c.tls_mode = crate::security::TlsMode::parse(v).ok_or_else(|| {
+                invalid(
+                    "tls_mode",
+                    v,
+                    "expected `disabled`, `enabled` or `required`",
+                )
+            })?;
+        }
+        c.tls_cert = get("tls_cert").map(|v| PathBuf::from(v.trim()));
+        c.tls_key = get("tls_key").map(|v| PathBuf::from(v.trim()));
+        c.tls_ca = get("tls_ca").map(|v| PathBuf::from(v.trim()));
+        c.auth_tokens_file = get("auth_tokens_file").map(|v| PathBuf::from(v.trim()));
         c.gossip_secret_file = get("gossip_secret_file").map(|v| PathBuf::from(v.trim()));
         c.validate()?;
         Ok(c)
@@ -697,18 +726,34 @@ impl Config {
                 return Err(invalid("seeds", s, "each seed must be host:port"));
             }
         }
-        // Refuse rather than silently serve plaintext when TLS was asked for.
-        for (field, v) in [
+        // TLS on needs all three files; files without TLS on would be a
+        // silent plaintext deployment the operator did not mean.
+        let files = [
             ("tls_cert", &self.tls_cert),
             ("tls_key", &self.tls_key),
             ("tls_ca", &self.tls_ca),
-        ] {
-            if let Some(p) = v {
-                return Err(invalid(
-                    field,
-                    p.display().to_string(),
-                    "TLS is not implemented in this version; unset it",
-                ));
+        ];
+        match self.tls_mode {
+            crate::security::TlsMode::Disabled => {
+                if let Some((field, Some(p))) = files.iter().find(|(_, v)| v.is_some()) {
+                    return Err(invalid(
+                        field,
+                        p.display().to_string(),
+                        "set tls_mode to `enabled` or `required` to use it (tls_mode is `disabled`)",
+                    ));
+                }
+            }
+            mode => {
+                if let Some((field, _)) = files.iter().find(|(_, v)| v.is_none()) {
+                    return Err(invalid(
+                        field,
+                        "",
+                        format!(
+                            "tls_mode `{}` needs tls_cert, tls_key and tls_ca",
+                            mode.as_str()
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -782,6 +827,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/secret"), "{e}");
+    }
+
+    #[test]
+    fn tls_mode_needs_its_files_and_files_need_tls_mode() {
+        let c = Config::from_raw(&raw(&[("node_id", "a")])).unwrap();
+        assert_eq!(c.tls_mode, crate::security::TlsMode::Disabled);
+        let e = Config::from_raw(&raw(&[("node_id", "a"), ("tls_cert", "/c.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls_cert`") && e.contains("tls_mode"), "{e}");
+        let e = Config::from_raw(&raw(&[
+            ("node_id", "a"),
+            ("tls_mode", "enabled"),
+            ("tls_cert", "/c.pem"),
+            ("tls_key", "/k.pem"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`tls_ca`"), "{e}");
+        let e = Config::from_raw(&raw(&[("node_id", "a"), ("tls_mode", "on")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`tls_mode`"), "{e}");
+        let c = Config::from_raw(&raw(&[
+            ("node_id", "a"),
+            ("tls_mode", "required"),
+            ("tls_cert", "/c.pem"),
+            ("tls_key", "/k.pem"),
+            ("tls_ca", "/ca.pem"),
+            ("auth_tokens_file", "/tokens"),
+        ]))
+        .unwrap();
+        assert_eq!(c.tls_mode, crate::security::TlsMode::Required);
+        assert_eq!(c.auth_tokens_file, Some(PathBuf::from("/tokens")));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod repair;
 pub mod replica;
 pub mod ring;
+pub mod security;
 pub mod telemetry;
 pub mod transport;
 pub mod version;

@@ -28,6 +28,24 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Closed label set of `auth_refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// grpc | http | admin | internode
+    pub api: &'static str,
+    /// missing_token | unknown_token | forbidden | no_client_cert
+    pub reason: &'static str,
+}
+
+/// Closed label set of `tls_handshakes_failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// internode | grpc | http
+    pub listener: &'static str,
+    /// refused | timeout
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LevelLabel {
     pub level: &'static str,
@@ -76,6 +94,11 @@ pub struct Metrics {
     pub gossip_implausible: Gauge,
     /// Snapshots, backups and restores (node/src/backup).
     pub backup: crate::backup::BackupMetrics,
+    /// Requests refused by authentication/authorization (`security::auth`).
+    pub auth_refused: Family<AuthLabels, Counter>,
+    /// TLS handshakes that failed (no or a foreign client certificate,
+    /// garbage, timeout).
+    pub tls_handshakes_failed: Family<HandshakeLabels, Counter>,
     engine: EngineMetrics,
 }
 
@@ -284,6 +307,18 @@ impl Metrics {
             "Gossip datagrams dropped before decoding, by reason",
             gossip_dropped.clone(),
         );
+        let auth_refused = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Requests refused by authentication or authorization, by API and reason",
+            auth_refused.clone(),
+        );
+        let tls_handshakes_failed = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes refused or timed out, by listener",
+            tls_handshakes_failed.clone(),
+        );
         let gossip_accepted = Counter::default();
         registry.register(
             "gossip_accepted",
@@ -374,6 +409,8 @@ impl Metrics {
             gossip_dropped,
             gossip_accepted,
             gossip_implausible,
+            auth_refused,
+            tls_handshakes_failed,
         }
     }
 

@@ -59,6 +59,10 @@ pub enum NodeError {
     },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Tls(#[from] crate::security::TlsError),
+    #[error(transparent)]
+    Auth(#[from] crate::security::AuthError),
 }
 
 /// Test and embedding hooks that are not configuration.
@@ -87,6 +91,8 @@ pub struct RunningNode {
     pub membership: Membership,
     pub metrics: Arc<Metrics>,
     pub repair: Arc<Repairer>,
+    /// TLS material (reloaded from disk), when `tls_mode` is not disabled.
+    pub tls: Option<Arc<crate::security::Tls>>,
     state: ApiState,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -129,6 +135,25 @@ impl RunningNode {
         let config = Arc::new(config);
         let started = Instant::now();
         claim_data_dir(&config.data_dir, &config.node_id)?;
+        // Certificates and tokens are read before anything listens: a
+        // broken file stops the start with the file's name.
+        let tls = match (
+            config.tls_mode,
+            &config.tls_cert,
+            &config.tls_key,
+            &config.tls_ca,
+        ) {
+            (crate::security::TlsMode::Disabled, ..) => None,
+            (mode, Some(cert), Some(key), Some(ca)) => {
+                Some(crate::security::Tls::load(mode, cert, key, ca)?)
+            }
+            // `validate` refuses a TLS mode without its files.
+            _ => None,
+        };
+        let tokens = match &config.auth_tokens_file {
+            Some(p) => Some(crate::security::Tokens::load(p)?),
+            None => None,
+        };
         let store = {
             let dir = config.data_dir.join("engine");
             let (sync, grace) = (config.sync, config.tombstone_grace);
@@ -280,7 +305,8 @@ impl RunningNode {
             config.request_timeout,
             frame_limit,
         )
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_tls(tls.clone());
         let writer =
             crate::replica::writer::writer_id(&config.data_dir, &config.node_id, start, now_ms())
                 .map_err(|source| NodeError::DataDir {
@@ -409,8 +435,38 @@ impl RunningNode {
             let _ = rx.wait_for(|s| *s).await;
         };
 
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(
+                tls.clone()
+                    .watch(crate::security::RELOAD_INTERVAL, stop_rx.clone()),
+            ));
+        }
+        if let Some(t) = &tokens {
+            tasks.push(tokio::spawn(
+                t.clone()
+                    .watch(crate::security::RELOAD_INTERVAL, stop_rx.clone()),
+            ));
+        }
+        let guard = |api: &'static str| crate::security::Guard {
+            tokens: tokens.clone(),
+            mtls: tls.is_some(),
+            api,
+            metrics: metrics.clone(),
+        };
+        use crate::security::Listener;
+        let limits = crate::security::HttpLimits::default();
+
+        // Internode and Admin: mutual TLS when TLS is on (the handshake
+        // refuses a client without a certificate of the cluster CA).
+        // No per-call timeout here: Admin calls such as Repair and the
+        // FetchRange stream legitimately run for minutes.
         let internode = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::internode_span(&config.node_id))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .layer(crate::security::auth::GrpcAuthLayer(guard("admin")))
             .add_service(
                 pb::internode_server::InternodeServer::new(InternodeService {
                     state: state.clone(),
@@ -421,7 +477,15 @@ impl RunningNode {
             .add_service(pb::admin_server::AdminServer::new(AdminService {
                 state: state.clone(),
             }))
-            .serve_with_incoming_shutdown(incoming(internode_l), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                crate::security::listen::incoming(
+                    internode_l,
+                    tls.clone(),
+                    Listener::Internode,
+                    metrics.clone(),
+                ),
+                stopped(stop_rx.clone()),
+            );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = internode.await {
                 tracing::error!(error = %e, "internode server failed");
@@ -436,8 +500,17 @@ impl RunningNode {
             .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| NodeError::Reflection(e.to_string()))?;
+        // A client call that has not finished within this (e.g. a stream
+        // whose body never arrives) is cancelled, releasing what it pins.
+        let client_call_limit = (config.request_timeout * 4).max(CLIENT_CALL_LIMIT);
         let grpc = tonic::transport::Server::builder()
             .trace_fn(crate::telemetry::request_span(&config.node_id))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .timeout(client_call_limit)
+            .layer(crate::security::auth::GrpcAuthLayer(guard("grpc")))
             .add_service(
                 pb::key_value_server::KeyValueServer::new(KeyValueService {
                     state: state.clone(),
@@ -447,28 +520,38 @@ impl RunningNode {
             )
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .serve_with_incoming_shutdown(incoming(grpc_l), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                crate::security::listen::incoming(
+                    grpc_l,
+                    tls.clone(),
+                    Listener::ClientGrpc,
+                    metrics.clone(),
+                ),
+                stopped(stop_rx.clone()),
+            );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = grpc.await {
                 tracing::error!(error = %e, "client gRPC server failed");
             }
         }));
 
-        use axum::serve::ListenerExt as _;
-        let http_l = http_l.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let router =
-            crate::api::http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        let router = crate::api::http::router(state.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                guard("http"),
+                crate::security::auth::http_auth,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 std::sync::Arc::<str>::from(config.node_id.as_str()),
                 crate::telemetry::http_span,
             ));
-        let http = axum::serve(http_l, router).with_graceful_shutdown(stopped(stop_rx));
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = http.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        let http = crate::security::listen::serve_http(
+            crate::security::listen::incoming(http_l, tls.clone(), Listener::Http, metrics.clone()),
+            router,
+            limits,
+            stopped(stop_rx),
+            Duration::from_secs(5),
+        );
+        tasks.push(tokio::spawn(http));
 
         match after_start {
             AfterStart::Join => {
@@ -498,6 +581,7 @@ impl RunningNode {
             membership,
             metrics,
             repair,
+            tls,
             state,
             stop,
             tasks,
@@ -723,9 +807,5 @@ async fn wait_for_signal() {
     }
 }
 
-/// Accepted connections with Nagle off. `Server::tcp_nodelay` only reaches
-/// listeners tonic binds itself; without this, a reply written as headers,
-/// data and trailers waits on the client's delayed ACK (~40 ms per call).
-fn incoming(l: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
-}
+/// The least time a client gRPC call may take before the server cancels it.
+const CLIENT_CALL_LIMIT: Duration = Duration::from_secs(30);

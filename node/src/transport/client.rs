@@ -106,6 +106,8 @@ pub struct InternodeClient {
     call_timeout: Duration,
     breakers: Arc<Breakers>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Set: peers are dialled over mutual TLS with the node's certificate.
+    tls: Option<Arc<crate::security::Tls>>,
 }
 
 impl std::fmt::Debug for InternodeClient {
@@ -135,7 +137,14 @@ impl InternodeClient {
             call_timeout: timeout,
             breakers: Arc::default(),
             metrics: None,
+            tls: None,
         }
+    }
+
+    /// Dials peers over mutual TLS (`tls_mode` enabled or required).
+    pub fn with_tls(mut self, tls: Option<Arc<crate::security::Tls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Counts breaker trips in `metrics`.
@@ -238,8 +247,14 @@ impl InternodeClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let channel = match &self.tls {
+            Some(tls) => {
+                ep.connect_with_connector_lazy(crate::security::tls::Connector(tls.clone()))
+            }
+            None => ep.connect_lazy(),
+        };
         let p = Peer {
-            channel: ep.connect_lazy(),
+            channel,
             writes: Lane::new(self.max_batch_bytes),
             reads: Lane::new(self.max_batch_bytes),
         };

@@ -138,7 +138,10 @@ impl Contexts {
     }
 }
 
-pub async fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(
+    a: BenchArgs,
+    opts: ringkv_client::ConnectOptions,
+) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
     if !(0.0..=1.0).contains(&a.read_ratio) {
         return Err("--read-ratio must be between 0 and 1".into());
     }
@@ -159,7 +162,7 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error + S
     for t in &targets {
         for _ in 0..a.connections.max(1) {
             // Token-aware: each request goes straight to a replica of its key.
-            conns.push(Client::connect_cluster(&[t.as_str()]).await?);
+            conns.push(Client::connect_cluster_with(&[t.as_str()], &opts).await?);
         }
     }
     let value = bytes::Bytes::from(vec![b'x'; a.value_size]);

@@ -5,6 +5,7 @@ mod bench;
 mod local;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,8 +35,83 @@ struct Cli {
         default_value = "http://127.0.0.1:7001"
     )]
     admin: String,
+    #[command(flatten)]
+    security: Security,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How to reach a secured cluster (`ringkv local --secure` prints these).
+#[derive(clap::Args)]
+struct Security {
+    /// PEM CA certificate the nodes' certificates chain to; turns TLS on
+    /// (addresses become https://).
+    #[arg(long, global = true, env = "RINGKV_CACERT")]
+    cacert: Option<PathBuf>,
+    /// PEM client certificate (needed for Admin commands when TLS is on,
+    /// and for everything under `tls_mode: required`).
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        global = true,
+        env = "RINGKV_CERT",
+        requires = "client_key"
+    )]
+    cert: Option<PathBuf>,
+    /// PEM key of --cert.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = "RINGKV_KEY",
+        requires = "client_cert"
+    )]
+    key: Option<PathBuf>,
+    /// Bearer token (read, readwrite or admin).
+    #[arg(
+        long,
+        global = true,
+        env = "RINGKV_TOKEN",
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, global = true, env = "RINGKV_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Name the nodes' certificates must carry (default: the host dialled).
+    #[arg(long, global = true, env = "RINGKV_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl Security {
+    fn options(&self) -> Result<ringkv_client::ConnectOptions, BoxError> {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+        };
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(p)) => Some(
+                String::from_utf8(read(p, "--token-file")?)
+                    .map_err(|_| format!("--token-file {}: not UTF-8", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        Ok(ringkv_client::ConnectOptions {
+            ca_pem: self
+                .cacert
+                .as_ref()
+                .map(|p| read(p, "--cacert"))
+                .transpose()?,
+            identity: match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => Some((read(c, "--cert")?, read(k, "--key")?)),
+                _ => None,
+            },
+            token,
+            tls_server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -165,9 +241,14 @@ fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let opts = match &cli.cmd {
+        // They start nodes rather than call them.
+        Cmd::Local(_) | Cmd::Node { .. } => Default::default(),
+        _ => cli.security.options()?,
+    };
     match cli.cmd {
         Cmd::Get { key, r, json } => {
-            let mut c = Client::connect(&cli.addr).await?;
+            let mut c = Client::connect_with(&cli.addr, &opts).await?;
             let got = c.get_with(&key, &r).await?;
             if json {
                 use base64::Engine as _;
@@ -222,7 +303,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } else {
                 value.into_bytes()
             };
-            let mut c = Client::connect(&cli.addr).await?;
+            let mut c = Client::connect_with(&cli.addr, &opts).await?;
             let opts = PutOptions {
                 context: Context(context),
                 ttl,
@@ -234,25 +315,25 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Delete { key, context, w } => {
-            let mut c = Client::connect(&cli.addr).await?;
+            let mut c = Client::connect_with(&cli.addr, &opts).await?;
             let acks = c.delete(&key, &Context(context), &w).await?;
             println!("deleted ({acks} acks)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { json } => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             let s = a.status().await?;
             print_status(&s, json);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Drain => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             a.drain().await?;
             println!("drained");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Decommission { wait } => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             let d = a.decommission().await?;
             println!("{}", decommission_line(&d));
             if !wait {
@@ -271,7 +352,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
         }
         Cmd::Repair { wait } => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             let (started, id) = a.repair().await?;
             println!(
                 "repair {id} {}",
@@ -298,7 +379,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
         }
         Cmd::Cleanup { wait } => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             let (started, id) = a.cleanup().await?;
             println!(
                 "cleanup {id} {}",
@@ -325,7 +406,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
         }
         Cmd::Removenode { node, wait } => {
-            let mut a = Admin::connect(&cli.admin).await?;
+            let mut a = Admin::connect_with(&cli.admin, &opts).await?;
             let r = a.remove_node(&node).await?;
             println!("{}", removal_line(&r));
             if !wait {
@@ -347,7 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Cmd::Backup(args) => backup::backup(&cli.admin, args).await,
         Cmd::Restore(args) => backup::restore_cmd(&cli.admin, args).await,
         Cmd::Local(args) => local::run(args).await,
-        Cmd::Bench(args) => bench::run(args).await,
+        Cmd::Bench(args) => bench::run(args, opts).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
     }
 }

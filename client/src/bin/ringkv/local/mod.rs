@@ -12,6 +12,7 @@
 //! joins the ring and streams its ranges in) and `remove NODE` (decommission,
 //! then stop).
 
+mod secure;
 mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,11 @@ pub struct LocalArgs {
     /// Engine WAL sync: always, periodic:<duration>, never.
     #[arg(long, default_value = "always")]
     sync: String,
+    /// Turn on TLS (mutual TLS between nodes and for Admin), bearer tokens
+    /// and authenticated gossip, with a CA, certificates, a gossip secret
+    /// and an admin token generated under DATA/secure.
+    #[arg(long)]
+    secure: bool,
 }
 
 fn port(base: u16, i: u16) -> u16 {
@@ -143,6 +149,7 @@ struct Spawner {
     n: u32,
     w: u32,
     r: u32,
+    secure: Option<secure::Secure>,
 }
 
 impl Spawner {
@@ -209,6 +216,9 @@ impl Spawner {
         if let Some(s) = seed {
             cmd.args(["--seeds", s]);
         }
+        if let Some(sec) = &self.secure {
+            cmd.args(sec.node_args());
+        }
         // Children die with us even if we are SIGKILLed.
         // SAFETY: prctl is async-signal-safe; nothing else runs in the child before exec.
         unsafe {
@@ -256,7 +266,12 @@ impl Spawner {
     fn describe(&self, name: &str, ep: &serde_json::Value) -> String {
         let s = |k: &str| ep[k].as_str().unwrap_or("?").to_string();
         format!(
-            "{name}  http://{}  grpc {}  admin {}  (logs {})",
+            "{name}  {}://{}  grpc {}  admin {}  (logs {})",
+            if self.secure.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             s("http"),
             s("grpc"),
             s("internode"),
@@ -323,6 +338,11 @@ pub async fn run(a: LocalArgs) -> Result<ExitCode, Box<dyn std::error::Error + S
     let n = a.n.unwrap_or(3).min(count);
     let w = a.w.unwrap_or(n / 2 + 1).min(n);
     let r = a.r.unwrap_or(n / 2 + 1).min(n);
+    let secure = if a.secure {
+        Some(secure::prepare(&data)?)
+    } else {
+        None
+    };
     let spawner = Spawner {
         exe,
         data: data.clone(),
@@ -330,6 +350,7 @@ pub async fn run(a: LocalArgs) -> Result<ExitCode, Box<dyn std::error::Error + S
         n,
         w,
         r,
+        secure,
     };
     println!(
         "ringkv local: {} nodes, N={n} W={w} R={r}, data in {}",
@@ -351,6 +372,11 @@ pub async fn run(a: LocalArgs) -> Result<ExitCode, Box<dyn std::error::Error + S
         }
         let line = sup.boot(i).await?;
         println!("{line}");
+    }
+    if let Some(sec) = &sup.spawner().secure {
+        let ep = read_endpoints(&data.join("node-0")).unwrap_or_default();
+        let s = |k: &str| ep[k].as_str().unwrap_or("127.0.0.1:?").to_string();
+        println!("{}", sec.usage(&s("http"), &s("grpc"), &s("internode")));
     }
     let sock = data.join(CONTROL_SOCKET);
     let _ = std::fs::remove_file(&sock);

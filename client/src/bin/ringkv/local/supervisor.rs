@@ -73,6 +73,10 @@ pub(super) struct Supervisor {
 type Answer = Result<String, String>;
 
 impl Supervisor {
+    pub(super) fn spawner(&self) -> &Spawner {
+        &self.spawner
+    }
+
     pub(super) fn new(spawner: Spawner) -> Supervisor {
         Supervisor {
             spawner,
@@ -516,8 +520,12 @@ impl Supervisor {
         wr: &mut tokio::net::unix::OwnedWriteHalf,
     ) -> Result<(), String> {
         use tokio::io::AsyncWriteExt;
-        let admin = format!("http://{}", ep["internode"].as_str().unwrap_or_default());
-        let mut a = ringkv_client::Admin::connect(&admin)
+        let addr = ep["internode"].as_str().unwrap_or_default().to_string();
+        let opts = match &self.spawner.secure {
+            Some(sec) => sec.connect_options().map_err(|e| e.to_string())?,
+            None => Default::default(),
+        };
+        let mut a = ringkv_client::Admin::connect_with(&addr, &opts)
             .await
             .map_err(|e| e.to_string())?;
         a.decommission().await.map_err(|e| e.to_string())?;
