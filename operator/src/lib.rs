@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod planner;
+pub mod security;
 pub mod status;
 pub mod telemetry;
 pub mod time;

@@ -47,3 +47,11 @@ app.kubernetes.io/component: operator
 {{- include "ringkv-operator.image" . }}
 {{- end }}
 {{- end }}
+
+{{/* Watched namespaces as a JSON list: watchNamespaces plus the older single watchNamespace. */}}
+{{- define "ringkv-operator.watchNamespaces" -}}
+{{- $l := list }}
+{{- range .Values.watchNamespaces }}{{- $l = append $l . }}{{- end }}
+{{- with .Values.watchNamespace }}{{- if not (has . $l) }}{{- $l = append $l . }}{{- end }}{{- end }}
+{{- toJson $l }}
+{{- end }}

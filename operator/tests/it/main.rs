@@ -8,3 +8,4 @@ mod leader;
 mod maintenance;
 mod monitoring;
 mod reconcile;
+mod tls;
