@@ -308,6 +308,85 @@ impl AdminPool {
     }
 }
 
+/// Object-store options (credentials) passed with every backup call.
+pub type StoreOptions = std::collections::HashMap<String, String>;
+
+impl AdminPool {
+    /// Starts this node's part of cluster backup `backup_id` (resumes it if running).
+    pub async fn backup(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        backup_id: &str,
+        rate_limit_bytes_per_sec: u64,
+        options: StoreOptions,
+    ) -> Result<bool, AdminError> {
+        let req = Self::request(
+            addr,
+            pb::BackupRequest {
+                url: url.to_string(),
+                backup_id: backup_id.to_string(),
+                rate_limit_bytes_per_sec,
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.backup(req).await })
+            .await?;
+        Ok(r.started)
+    }
+
+    /// Applies retention and deletes objects no kept backup names.
+    /// Returns (backups deleted, bytes freed).
+    pub async fn prune_backups(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        keep_last: u32,
+        max_age_seconds: u64,
+        options: StoreOptions,
+    ) -> Result<(Vec<String>, u64), AdminError> {
+        let req = Self::request(
+            addr,
+            pb::PruneBackupsRequest {
+                url: url.to_string(),
+                keep_last,
+                max_age_seconds,
+                // Objects younger than a day may belong to a backup in flight.
+                min_object_age_seconds: 86_400,
+                dry_run: false,
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.prune_backups(req).await })
+            .await?;
+        Ok((r.deleted, r.bytes_freed))
+    }
+
+    /// Starts loading a whole cluster backup through this node (verified first).
+    pub async fn restore(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        backup_id: &str,
+        options: StoreOptions,
+    ) -> Result<bool, AdminError> {
+        let req = Self::request(
+            addr,
+            pb::RestoreRequest {
+                url: url.to_string(),
+                backup_id: backup_id.to_string(),
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.restore(req).await })
+            .await?;
+        Ok(r.started)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,7 +197,28 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
     let mut outcome = Outcome::new(plan, image.clone());
     let failed = crate::act::act(ctx, kvc, &ns, &build, &sec, &obs, &mut outcome).await;
 
-    let (new_status, events) = status::report(&kvc.spec, &prev, &obs, &outcome);
+    let (mut new_status, mut events) = status::report(&kvc.spec, &prev, &obs, &outcome);
+    // Backups and the restore after the rest of the plan: they never block it.
+    let backup_requeue = match crate::backups::reconcile(
+        ctx,
+        kvc,
+        &ns,
+        &outcome.plan.activity,
+        &obs,
+        &sec,
+        &mut new_status,
+    )
+    .await
+    {
+        Ok((ev, requeue)) => {
+            events.extend(ev);
+            requeue
+        }
+        Err(e) => {
+            warn!(error = %e, "backup step failed");
+            Some(Duration::from_secs(30))
+        }
+    };
     if new_status != prev {
         patch_status(&kvcs, &name, &ctx.settings.field_manager, &new_status).await?;
     }
@@ -207,7 +228,11 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(Action::requeue(status::requeue(&outcome)))
+    let mut requeue = status::requeue(&outcome);
+    if let Some(b) = backup_requeue {
+        requeue = requeue.min(b);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 async fn publish(ctx: &Context, kvc: &KVCluster, ns: &str, events: &[planner::PlannedEvent]) {

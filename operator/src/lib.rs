@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod admin;
+pub mod backups;
 pub mod build;
 pub mod controller;
 pub mod crd;

@@ -155,6 +155,18 @@ pub struct KVClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
+    /// Scheduled backups to an object store, with retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Load this backup once the new cluster is up (any topology: records
+    /// merge into their current replicas). Only used at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "restoreFrom cannot change after creation"}
+    ]))]
+    pub restore_from: Option<RestoreSource>,
+
     /// The Service applications connect to.
     #[serde(default)]
     pub client_service: ClientServiceSpec,
@@ -552,8 +564,10 @@ impl Default for PodOverrides {
     }
 }
 
+mod backup;
 mod status;
 mod validate;
 
+pub use backup::*;
 pub use status::*;
 pub use validate::*;

@@ -83,6 +83,60 @@ impl Admin for TokenAdmin {
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         Err(Status::unimplemented("remove_node"))
     }
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshot"))
+    }
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("list_snapshots"))
+    }
+    async fn delete_snapshot(
+        &self,
+        _: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("delete_snapshot"))
+    }
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        Err(Status::unimplemented("backup"))
+    }
+    async fn restore_records(
+        &self,
+        _: Request<pb::RestoreRecordsRequest>,
+    ) -> Result<Response<pb::RestoreRecordsResponse>, Status> {
+        Err(Status::unimplemented("restore_records"))
+    }
+    async fn restore(
+        &self,
+        _: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        Err(Status::unimplemented("restore"))
+    }
+    async fn prune_backups(
+        &self,
+        _: Request<pb::PruneBackupsRequest>,
+    ) -> Result<Response<pb::PruneBackupsResponse>, Status> {
+        Err(Status::unimplemented("prune_backups"))
+    }
+    async fn list_backups(
+        &self,
+        _: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        Err(Status::unimplemented("list_backups"))
+    }
+    async fn verify_backup(
+        &self,
+        _: Request<pb::VerifyBackupRequest>,
+    ) -> Result<Response<pb::VerifyBackupResponse>, Status> {
+        Err(Status::unimplemented("verify_backup"))
+    }
 }
 
 #[tokio::test]
