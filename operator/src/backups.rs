@@ -181,9 +181,7 @@ pub async fn reconcile(
         if let Some(k) = pending {
             start = Some(format!("KVBackup/{}", k.name_any()));
         } else if let Some(spec) = kvc.spec.backup.as_ref().filter(|s| !s.suspend) {
-            let after = b
-                .last_schedule_unix_ms
-                .unwrap_or_else(|| obs.created_unix_ms);
+            let after = b.last_schedule_unix_ms.unwrap_or(obs.created_unix_ms);
             match plan::due_slot(&spec.schedule, after, now) {
                 Ok(Some(slot)) => {
                     b.last_schedule_unix_ms = Some(slot);

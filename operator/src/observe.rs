@@ -571,6 +571,8 @@ impl From<&pb::StatusResponse> for NodeReport {
 
 /// What the operator learned by asking one node for its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per node per reconcile: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeObservation {
     Report(NodeReport),
     /// The node could not be asked (pod not running, network, timeout).

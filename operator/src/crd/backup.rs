@@ -86,6 +86,8 @@ pub struct RestoreSource {
 }
 
 /// A one-off backup of a cluster in the same namespace.
+// clippy reads the repeated `type_` of kube's printcolumn(...) as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[kube(
     group = "ringkv.io",
