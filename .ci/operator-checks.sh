@@ -80,7 +80,7 @@ log "helm $("$HELM" version --short)"
 # Value sets: defaults, namespaced with everything optional on, HA.
 mkdir -p "$OUT/values" "$OUT/rendered"
 cat > "$OUT/values/all.yaml" <<'YAML'
-watchNamespace: storage
+watchNamespaces: [storage, analytics]
 replicaCount: 2
 clusterDomain: corp.example
 metrics:
@@ -282,6 +282,46 @@ if failed:
     print("\n".join(failed))
     sys.exit(1)
 print(f"ok   {len(alerts)} alerts, {len(d['panels'])} dashboard panels, PodMonitor")
+PY
+
+log "RBAC: Secrets only in watched namespaces; node NetworkPolicy per namespace"
+"$VENV/bin/python" - "$OUT/rendered" <<'PY'
+import os, sys, yaml
+out = sys.argv[1]
+def docs(name):
+    return [d for d in yaml.safe_load_all(open(os.path.join(out, name + ".yaml"))) if d]
+def grants_secrets(role):
+    return any("secrets" in r.get("resources", []) for r in role.get("rules", []))
+failed = []
+ns_docs = docs("all")
+cluster_roles = [d for d in ns_docs if d["kind"] == "ClusterRole"]
+if any(grants_secrets(r) for r in cluster_roles):
+    failed.append("watchNamespaces set, yet a ClusterRole grants Secrets")
+roles = {d["metadata"]["namespace"] for d in ns_docs if d["kind"] == "Role" and grants_secrets(d)}
+if roles != {"storage", "analytics"}:
+    failed.append(f"Secrets Roles in {roles}, expected storage and analytics")
+bindings = {d["metadata"]["namespace"] for d in ns_docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"].endswith("ringkv-operator")}
+if not {"storage", "analytics"} <= bindings:
+    failed.append(f"RoleBindings in {bindings}")
+pols = {d["metadata"]["namespace"]: d for d in ns_docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-nodes")}
+if set(pols) != {"storage", "analytics"}:
+    failed.append(f"node NetworkPolicies in {set(pols)}")
+for ns, p in pols.items():
+    ports = {(pt["port"], pt.get("protocol", "TCP")) for r in p["spec"]["ingress"] for pt in r.get("ports", [])}
+    for want in [(7000, "UDP"), (7001, "TCP"), (7070, "TCP"), (8080, "TCP")]:
+        if want not in ports:
+            failed.append(f"{ns}: node NetworkPolicy does not open {want}")
+default = docs("default")
+secret_roles = [d["metadata"]["name"] for d in default if d["kind"] == "ClusterRole" and grants_secrets(d)]
+if len(secret_roles) != 1 or not secret_roles[0].endswith("-secrets"):
+    failed.append(f"cluster-wide mode: Secrets granted by {secret_roles}, expected only the documented -secrets ClusterRole")
+for d in default:
+    for r in d.get("rules", []):
+        if "secrets" in r.get("resources", []) and set(r["verbs"]) & {"list", "watch"}:
+            failed.append(f"{d['metadata']['name']}: list/watch on Secrets")
+if failed:
+    print("\n".join(failed)); sys.exit(1)
+print("ok   namespaced Secrets RBAC, node NetworkPolicies, cluster-wide fallback")
 PY
 
 log "all operator checks passed"

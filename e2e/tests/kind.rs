@@ -10,7 +10,7 @@
 //! finishes it); checks every acknowledged write; deletes the cluster (no
 //! finalizer: it goes at once).
 //!
-//! TLS is not in the scenario yet: node TLS is a separate issue.
+//! TLS has its own scenario in `kind_tls.rs`.
 //!
 //! It runs against a kind cluster (current kube context `kind-*`, see
 //! `kind-config.yaml`) with the images loaded and `helm` on the PATH. With

@@ -12,14 +12,17 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams,
+    PropagationPolicy,
+};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::info;
 
-use crate::admin::NodeAddr;
+use crate::admin::{AdminTls, NodeAddr};
 use crate::build::{self, BuildContext};
 use crate::controller::{Context, Error};
 use crate::crd::KVCluster;
@@ -30,6 +33,7 @@ use crate::observe::{
     StsObservation,
 };
 use crate::planner::{AdminCall, KubeAction};
+use crate::security::{self, CertSource, ExistingIssuer, SecretView, certmanager};
 use crate::status::{AdminResult, Outcome};
 
 /// Everything but the nodes: StatefulSets, pods, volumes, ConfigMap
@@ -112,8 +116,8 @@ pub async fn observe_nodes(
     kvc: &KVCluster,
     ns: &str,
     obs: &Observed,
+    sec: &SecurityObservation,
 ) -> Result<BTreeMap<String, NodeObservation>, Error> {
-    let tls_ca = tls_ca(ctx, kvc, ns).await?;
     let name = kvc.name_any();
     let pods: Vec<String> = kvc
         .spec
@@ -133,7 +137,7 @@ pub async fn observe_nodes(
         })
         .collect();
     let calls = pods.iter().map(|pod| {
-        let a = addr(kvc, ns, pod, tls_ca.clone());
+        let a = addr(kvc, ns, pod, sec);
         async move {
             let obs = match ctx.admin.status(&a).await {
                 Ok(r) => NodeObservation::Report(r),
@@ -149,33 +153,227 @@ pub async fn observe_nodes(
     Ok(out)
 }
 
-fn addr(kvc: &KVCluster, ns: &str, pod: &str, tls_ca: Option<Arc<Vec<u8>>>) -> NodeAddr {
+fn addr(kvc: &KVCluster, ns: &str, pod: &str, sec: &SecurityObservation) -> NodeAddr {
     NodeAddr {
         namespace: ns.to_string(),
         cluster: kvc.name_any(),
         pod: pod.to_string(),
-        tls_ca,
+        tls: sec.admin_tls.clone(),
+        token: sec.admin_token.clone(),
     }
 }
 
-async fn tls_ca(ctx: &Context, kvc: &KVCluster, ns: &str) -> Result<Option<Arc<Vec<u8>>>, Error> {
-    let Some(tls) = &kvc.spec.tls else {
-        return Ok(None);
-    };
-    let secret = &tls.secret_name;
+/// The Secrets of a cluster's security and what follows from them.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityObservation {
+    /// Where node certificates come from (`None`: no TLS).
+    pub source: Option<CertSource>,
+    /// The Secrets the operator reads or generates, by name (absent = missing).
+    pub secrets: BTreeMap<String, SecretView>,
+    /// What the operator trusts and presents on the Admin port.
+    pub admin_tls: Option<Arc<AdminTls>>,
+    pub admin_token: Option<Arc<String>>,
+}
+
+/// Reads the cluster's security Secrets, detects cert-manager (discovery of
+/// `cert-manager.io/v1`) when the spec lets it choose, and resolves the
+/// certificate source.
+pub async fn observe_security(
+    ctx: &Context,
+    kvc: &KVCluster,
+    ns: &str,
+) -> Result<SecurityObservation, Error> {
+    let spec = &kvc.spec;
+    let cluster = kvc.name_any();
+    let mut out = SecurityObservation::default();
+    if spec.tls.is_none() && spec.auth.is_none() {
+        return Ok(out);
+    }
+    let mut wanted = vec![
+        security::names::ca(&cluster),
+        security::names::operator_tls(&cluster),
+        security::names::gossip(&cluster),
+    ];
+    wanted.extend(
+        spec.zones
+            .iter()
+            .map(|z| security::names::node_tls(&cluster, &z.name)),
+    );
+    if let Some(s) = spec.tls.as_ref().and_then(|t| t.secret_name.clone()) {
+        wanted.push(s);
+    }
+    let tokens = security::tokens_secret(&cluster, spec);
+    wanted.extend(tokens.clone());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let s = api.get_opt(secret).await?.ok_or_else(|| Error::TlsSecret {
-        secret: secret.clone(),
-        reason: "not found".into(),
-    })?;
-    let ca = s
-        .data
-        .and_then(|d| d.get("ca.crt").cloned())
-        .ok_or_else(|| Error::TlsSecret {
-            secret: secret.clone(),
-            reason: "has no ca.crt".into(),
-        })?;
-    Ok(Some(Arc::new(ca.0)))
+    for name in wanted {
+        if let Some(s) = api.get_opt(&name).await? {
+            out.secrets.insert(name, SecretView::from_secret(&s));
+        }
+    }
+    if let Some(tls) = &spec.tls {
+        let existing = spec
+            .zones
+            .first()
+            .and_then(|z| {
+                out.secrets
+                    .get(&security::names::node_tls(&cluster, &z.name))
+            })
+            .and_then(ExistingIssuer::of);
+        let needs_discovery = tls.secret_name.is_none()
+            && tls.issuer == crate::crd::TlsIssuer::Auto
+            && existing.is_none();
+        let cm = needs_discovery && cert_manager_installed(&ctx.client).await;
+        let source = security::cert_source(tls, existing, cm);
+        let name = source.operator_secret(&cluster);
+        let view = out.secrets.get(&name);
+        if view.is_none() && matches!(source, CertSource::Secret(_)) {
+            return Err(Error::TlsSecret {
+                secret: name,
+                reason: "not found".into(),
+            });
+        }
+        // Generated material may not exist yet (first reconcile, or
+        // cert-manager still issuing): Admin calls then fail and the nodes
+        // are reported unreachable until it does.
+        let ca = view.and_then(|v| v.data.get("ca.crt").cloned());
+        if ca.is_none() && matches!(source, CertSource::Secret(_)) {
+            return Err(Error::TlsSecret {
+                secret: name,
+                reason: "has no ca.crt".into(),
+            });
+        }
+        let identity = view.and_then(|v| {
+            Some((
+                v.data.get("tls.crt")?.clone(),
+                v.data.get("tls.key")?.clone(),
+            ))
+        });
+        out.admin_tls = Some(Arc::new(AdminTls {
+            ca: ca.unwrap_or_default(),
+            identity,
+        }));
+        out.source = Some(source);
+    }
+    out.admin_token = tokens
+        .and_then(|t| out.secrets.get(&t))
+        .and_then(|v| v.text(security::TOKENS_KEY))
+        .and_then(security::admin_token)
+        .map(Arc::new);
+    Ok(out)
+}
+
+async fn cert_manager_installed(client: &kube::Client) -> bool {
+    let gv = format!("{}/{}", certmanager::GROUP, certmanager::VERSION);
+    match client.list_api_group_resources(&gv).await {
+        Ok(list) => certmanager::installed(
+            &list
+                .resources
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Pods of each zone that need a certificate: every ordinal below the
+/// target, the live StatefulSet's replicas or an existing pod.
+fn cert_pods(kvc: &KVCluster, obs: &Observed) -> Vec<Vec<String>> {
+    let name = kvc.name_any();
+    let targets = kvc.spec.zone_targets();
+    kvc.spec
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            let sts = obs
+                .zones
+                .get(i)
+                .and_then(|s| s.as_ref())
+                .map_or(0, |s| s.replicas.max(s.status_replicas));
+            let pods = obs
+                .zone_pods(&name, &z.name)
+                .keys()
+                .max()
+                .map_or(0, |o| o + 1);
+            let n = targets.get(i).copied().unwrap_or(0).max(sts).max(pods);
+            (0..n).map(|o| names::pod(&name, &z.name, o)).collect()
+        })
+        .collect()
+}
+
+/// Writes the generated Secrets and cert-manager objects (before anything
+/// that mounts them).
+async fn apply_security(
+    ctx: &Context,
+    kvc: &KVCluster,
+    ns: &str,
+    build: &BuildContext<'_>,
+    sec: &SecurityObservation,
+    obs: &Observed,
+) -> Result<(), Error> {
+    if kvc.spec.tls.is_none() && kvc.spec.auth.is_none() {
+        return Ok(());
+    }
+    let uid = kvc.uid().unwrap_or_default();
+    let pp = PatchParams::apply(&ctx.settings.field_manager).force();
+    let plan = security::plan_secrets(
+        build,
+        sec.source.as_ref(),
+        &sec.secrets,
+        &cert_pods(kvc, obs),
+        (ctx.clock)(),
+    )?;
+    for s in &plan.writes {
+        info!(
+            secret = s.metadata.name.as_deref().unwrap_or(""),
+            "writing secret"
+        );
+        apply(&ctx.client, ns, &pp, &uid, s).await?;
+    }
+    for o in certmanager::objects(build, sec.source.as_ref())? {
+        let ar = if o["kind"] == "Issuer" {
+            certmanager::issuer_resource()
+        } else {
+            certmanager::certificate_resource()
+        };
+        apply_dynamic(&ctx.client, ns, &pp, &uid, &ar, o).await?;
+    }
+    Ok(())
+}
+
+async fn apply_dynamic(
+    client: &kube::Client,
+    ns: &str,
+    pp: &PatchParams,
+    owner_uid: &str,
+    ar: &ApiResource,
+    obj: Value,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(live) = api.get_opt(&name).await? {
+        let ours = live
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == owner_uid);
+        if !ours {
+            return Err(Error::NotOwned {
+                kind: ar.kind.clone(),
+                name,
+            });
+        }
+        if contains(&serde_json::to_value(&live)?, &obj) {
+            return Ok(());
+        }
+    }
+    api.patch(&name, pp, &Patch::Apply(&obj)).await?;
+    Ok(())
 }
 
 fn count_admin(ctx: &Context, call: &'static str, ok: bool) {
@@ -196,9 +394,12 @@ pub async fn act(
     kvc: &KVCluster,
     ns: &str,
     build: &BuildContext<'_>,
+    sec: &SecurityObservation,
+    obs: &Observed,
     outcome: &mut Outcome,
 ) -> Option<Error> {
     let res = async {
+        apply_security(ctx, kvc, ns, build, sec, obs).await?;
         let (before, after): (Vec<_>, Vec<_>) =
             outcome.plan.kube.clone().into_iter().partition(|k| {
                 !matches!(
@@ -234,10 +435,7 @@ pub async fn act(
         outcome.apply_error = Some(e.to_string());
         return Some(e);
     }
-    let tls = match tls_ca(ctx, kvc, ns).await {
-        Ok(t) => t,
-        Err(e) => return Some(e),
-    };
+    let tls = sec;
     match outcome.plan.admin.clone() {
         Some(AdminCall::Decommission { node, .. }) => {
             let res = ctx.admin.decommission(&addr(kvc, ns, &node, tls)).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::build::PORT_INTERNODE;
 use crate::names;
@@ -23,8 +23,31 @@ pub struct NodeAddr {
     pub cluster: String,
     /// Pod name = node id.
     pub pod: String,
-    /// PEM CA bundle when the cluster runs with TLS.
-    pub tls_ca: Option<Arc<Vec<u8>>>,
+    /// Trust and identity when the cluster runs with TLS.
+    pub tls: Option<Arc<AdminTls>>,
+    /// Bearer token (an `admin` one) when the cluster authenticates clients.
+    pub token: Option<Arc<String>>,
+}
+
+/// What the operator trusts and presents on a cluster's Admin port (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    /// PEM CA bundle the node certificates must chain to.
+    pub ca: Vec<u8>,
+    /// PEM client certificate and key signed by the cluster CA.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl AdminTls {
+    /// Distinguishes channels: a renewed certificate gets a new connection.
+    fn fingerprint(&self) -> String {
+        let mut all = self.ca.clone();
+        if let Some((c, k)) = &self.identity {
+            all.extend_from_slice(c);
+            all.extend_from_slice(k);
+        }
+        crate::build::fnv1a_hex(&all)
+    }
 }
 
 /// Maps a node to `host:port` of its Admin API.
@@ -145,14 +168,14 @@ impl AdminPool {
 
     fn client(&self, addr: &NodeAddr) -> Result<AdminClient<Channel>, AdminError> {
         let hostport = (self.resolver)(addr);
-        let scheme = if addr.tls_ca.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if addr.tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{hostport}");
+        let key = match &addr.tls {
+            Some(t) => format!("{uri}#{}", t.fingerprint()),
+            None => uri.clone(),
+        };
         let mut cache = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = cache.get(&uri) {
+        if let Some(ch) = cache.get(&key) {
             return Ok(AdminClient::new(ch.clone()));
         }
         let bad = |reason: String| AdminError::BadEndpoint {
@@ -164,22 +187,33 @@ impl AdminPool {
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout);
-        if let Some(ca) = &addr.tls_ca {
+        if let Some(tls) = &addr.tls {
             let host = hostport
                 .rsplit_once(':')
                 .map_or(hostport.as_str(), |(h, _)| h)
                 .to_string();
-            ep = ep
-                .tls_config(
-                    ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(ca.as_slice()))
-                        .domain_name(host),
-                )
-                .map_err(|e| bad(e.to_string()))?;
+            let mut cfg = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(tls.ca.as_slice()))
+                .domain_name(host);
+            if let Some((cert, key)) = &tls.identity {
+                cfg = cfg.identity(Identity::from_pem(cert, key));
+            }
+            ep = ep.tls_config(cfg).map_err(|e| bad(e.to_string()))?;
         }
         let ch = ep.connect_lazy();
-        cache.insert(uri, ch.clone());
+        cache.insert(key, ch.clone());
         Ok(AdminClient::new(ch))
+    }
+
+    /// `msg` as a request carrying the node's bearer token, if any.
+    fn request<M>(addr: &NodeAddr, msg: M) -> tonic::Request<M> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = &addr.token
+            && let Ok(v) = format!("Bearer {t}").parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
     }
 
     async fn call<T, F, Fut>(&self, addr: &NodeAddr, f: F) -> Result<T, AdminError>
@@ -200,21 +234,18 @@ impl AdminPool {
     }
 
     pub async fn status(&self, addr: &NodeAddr) -> Result<NodeReport, AdminError> {
+        let req = Self::request(addr, pb::StatusRequest {});
         let s = self
-            .call(
-                addr,
-                |mut c| async move { c.status(pb::StatusRequest {}).await },
-            )
+            .call(addr, |mut c| async move { c.status(req).await })
             .await?;
         Ok(NodeReport::from(&s))
     }
 
     /// Starts or resumes a decommission; returns its progress.
     pub async fn decommission(&self, addr: &NodeAddr) -> Result<DecommissionReport, AdminError> {
+        let req = Self::request(addr, pb::DecommissionRequest {});
         let r = self
-            .call(addr, |mut c| async move {
-                c.decommission(pb::DecommissionRequest {}).await
-            })
+            .call(addr, |mut c| async move { c.decommission(req).await })
             .await?;
         Ok(r.status
             .as_ref()
@@ -229,11 +260,9 @@ impl AdminPool {
     }
 
     pub async fn repair(&self, addr: &NodeAddr) -> Result<RepairStarted, AdminError> {
+        let req = Self::request(addr, pb::RepairRequest {});
         let r = self
-            .call(
-                addr,
-                |mut c| async move { c.repair(pb::RepairRequest {}).await },
-            )
+            .call(addr, |mut c| async move { c.repair(req).await })
             .await?;
         Ok(RepairStarted {
             started: r.started,
@@ -243,10 +272,9 @@ impl AdminPool {
 
     /// Starts a cleanup (drop what the node no longer replicates).
     pub async fn cleanup(&self, addr: &NodeAddr) -> Result<CleanupStarted, AdminError> {
+        let req = Self::request(addr, pb::CleanupRequest {});
         let r = self
-            .call(addr, |mut c| async move {
-                c.cleanup(pb::CleanupRequest {}).await
-            })
+            .call(addr, |mut c| async move { c.cleanup(req).await })
             .await?;
         Ok(CleanupStarted {
             started: r.started,
@@ -262,10 +290,9 @@ impl AdminPool {
         node: &str,
     ) -> Result<RemovalReport, AdminError> {
         let node_id = node.to_string();
+        let req = Self::request(addr, pb::RemoveNodeRequest { node_id });
         let r = self
-            .call(addr, |mut c| async move {
-                c.remove_node(pb::RemoveNodeRequest { node_id }).await
-            })
+            .call(addr, |mut c| async move { c.remove_node(req).await })
             .await?;
         Ok(r.status
             .as_ref()
@@ -281,6 +308,85 @@ impl AdminPool {
     }
 }
 
+/// Object-store options (credentials) passed with every backup call.
+pub type StoreOptions = std::collections::HashMap<String, String>;
+
+impl AdminPool {
+    /// Starts this node's part of cluster backup `backup_id` (resumes it if running).
+    pub async fn backup(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        backup_id: &str,
+        rate_limit_bytes_per_sec: u64,
+        options: StoreOptions,
+    ) -> Result<bool, AdminError> {
+        let req = Self::request(
+            addr,
+            pb::BackupRequest {
+                url: url.to_string(),
+                backup_id: backup_id.to_string(),
+                rate_limit_bytes_per_sec,
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.backup(req).await })
+            .await?;
+        Ok(r.started)
+    }
+
+    /// Applies retention and deletes objects no kept backup names.
+    /// Returns (backups deleted, bytes freed).
+    pub async fn prune_backups(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        keep_last: u32,
+        max_age_seconds: u64,
+        options: StoreOptions,
+    ) -> Result<(Vec<String>, u64), AdminError> {
+        let req = Self::request(
+            addr,
+            pb::PruneBackupsRequest {
+                url: url.to_string(),
+                keep_last,
+                max_age_seconds,
+                // Objects younger than a day may belong to a backup in flight.
+                min_object_age_seconds: 86_400,
+                dry_run: false,
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.prune_backups(req).await })
+            .await?;
+        Ok((r.deleted, r.bytes_freed))
+    }
+
+    /// Starts loading a whole cluster backup through this node (verified first).
+    pub async fn restore(
+        &self,
+        addr: &NodeAddr,
+        url: &str,
+        backup_id: &str,
+        options: StoreOptions,
+    ) -> Result<bool, AdminError> {
+        let req = Self::request(
+            addr,
+            pb::RestoreRequest {
+                url: url.to_string(),
+                backup_id: backup_id.to_string(),
+                options,
+            },
+        );
+        let r = self
+            .call(addr, |mut c| async move { c.restore(req).await })
+            .await?;
+        Ok(r.started)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,7 +396,8 @@ mod tests {
             namespace: "db".into(),
             cluster: "kv".into(),
             pod: pod.into(),
-            tls_ca: None,
+            tls: None,
+            token: None,
         }
     }
 

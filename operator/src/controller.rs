@@ -44,6 +44,8 @@ pub enum Error {
     TlsSecret { secret: String, reason: String },
     #[error("encoding an object: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("security material: {0}")]
+    Security(#[from] crate::security::SecretPlanError),
     #[error("{kind} {name} exists and is not owned by this KVCluster; refusing to take it over")]
     NotOwned { kind: String, name: String },
 }
@@ -57,6 +59,7 @@ impl Error {
             Self::TlsSecret { .. } => "tls_secret",
             Self::Encode(_) => "encode",
             Self::NotOwned { .. } => "not_owned",
+            Self::Security(_) => "security",
         }
     }
 }
@@ -176,8 +179,10 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
 
     let prev = kvc.status.clone().unwrap_or_default();
     let mut obs = crate::act::observe(ctx, kvc, &ns).await?;
+    let sec = crate::act::observe_security(ctx, kvc, &ns).await?;
     let image = planner::resolve_image(&kvc.spec, &prev, &obs.zones, &ctx.settings.default_image);
-    let build = BuildContext::new(kvc, &image, &ctx.settings.cluster_domain);
+    let build = BuildContext::new(kvc, &image, &ctx.settings.cluster_domain)
+        .with_cert_source(sec.source.clone());
     let desired = Desired {
         template_hashes: (0..kvc.spec.zones.len())
             .map(|i| crate::build::desired_template_hash(&build, i).unwrap_or_default())
@@ -185,14 +190,35 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
         image: image.clone(),
         config_map: names::config_map(&name, &crate::build::config_hash(&build)),
     };
-    obs.nodes = crate::act::observe_nodes(ctx, kvc, &ns, &obs).await?;
+    obs.nodes = crate::act::observe_nodes(ctx, kvc, &ns, &obs, &sec).await?;
 
     let plan = planner::plan(&kvc.spec, &prev, &obs, &desired);
     info!(activity = ?plan.activity, admin = ?plan.admin, kube = ?plan.kube, "planned");
     let mut outcome = Outcome::new(plan, image.clone());
-    let failed = crate::act::act(ctx, kvc, &ns, &build, &mut outcome).await;
+    let failed = crate::act::act(ctx, kvc, &ns, &build, &sec, &obs, &mut outcome).await;
 
-    let (new_status, events) = status::report(&kvc.spec, &prev, &obs, &outcome);
+    let (mut new_status, mut events) = status::report(&kvc.spec, &prev, &obs, &outcome);
+    // Backups and the restore after the rest of the plan: they never block it.
+    let backup_requeue = match crate::backups::reconcile(
+        ctx,
+        kvc,
+        &ns,
+        &outcome.plan.activity,
+        &obs,
+        &sec,
+        &mut new_status,
+    )
+    .await
+    {
+        Ok((ev, requeue)) => {
+            events.extend(ev);
+            requeue
+        }
+        Err(e) => {
+            warn!(error = %e, "backup step failed");
+            Some(Duration::from_secs(30))
+        }
+    };
     if new_status != prev {
         patch_status(&kvcs, &name, &ctx.settings.field_manager, &new_status).await?;
     }
@@ -202,7 +228,11 @@ async fn reconcile_inner(kvc: &KVCluster, ctx: &Context) -> Result<Action, Error
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(Action::requeue(status::requeue(&outcome)))
+    let mut requeue = status::requeue(&outcome);
+    if let Some(b) = backup_requeue {
+        requeue = requeue.min(b);
+    }
+    Ok(Action::requeue(requeue))
 }
 
 async fn publish(ctx: &Context, kvc: &KVCluster, ns: &str, events: &[planner::PlannedEvent]) {

@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod admin;
+pub mod backups;
 pub mod build;
 pub mod controller;
 pub mod crd;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod planner;
+pub mod security;
 pub mod status;
 pub mod telemetry;
 pub mod time;

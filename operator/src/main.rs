@@ -24,9 +24,9 @@ use tracing::{error, info, warn};
     about = "Kubernetes operator for ringkv KVClusters"
 )]
 struct Args {
-    /// Only watch this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Only watch these namespaces, comma-separated (default: all namespaces).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Node image for KVClusters that do not set spec.image.
     #[arg(long, env = "RINGKV_NODE_IMAGE")]
     default_image: Option<String>,
@@ -129,17 +129,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         ..Settings::default()
     };
-    info!(image = %settings.default_image, namespace = ?args.namespace, "starting controller");
+    info!(image = %settings.default_image, namespaces = ?args.namespaces, "starting controller");
     let ctx = Arc::new(Context::new(
         client,
         AdminPool::in_cluster(args.admin_timeout, args.cluster_domain.clone()),
         settings,
         metrics.clone(),
     ));
-    let mut rx = stop_rx.clone();
-    let running = controller::run(ctx, args.namespace, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    });
+    let rx = stop_rx.clone();
+    // One controller per watched namespace (each with namespaced watches, so
+    // namespaced RBAC suffices), or one for all namespaces.
+    let namespaces: Vec<Option<String>> = {
+        let list: Vec<String> = args
+            .namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if list.is_empty() {
+            vec![None]
+        } else {
+            list.into_iter().map(Some).collect()
+        }
+    };
+    let running = futures::future::join_all(namespaces.into_iter().map(|ns| {
+        let mut rx = rx.clone();
+        controller::run(ctx.clone(), ns, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    }));
+    let running = async move {
+        running.await;
+        drop(rx);
+    };
     tokio::select! {
         () = running => info!("controller stopped"),
         () = lost.notified() => error!("lost the leader lease: stopped reconciling"),

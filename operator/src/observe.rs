@@ -491,11 +491,46 @@ pub struct NodeReport {
     pub decommission: Option<DecommissionReport>,
     pub repair: RepairReport,
     pub cleanup: CleanupReport,
+    /// The running or last backup of this node.
+    pub backup: crate::planner::backup::NodeBackup,
+    /// The running or last restore this node drives.
+    pub restore: Option<RestoreReport>,
+}
+
+/// A node's `Status.restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreReport {
+    pub running: bool,
+    pub backup_id: String,
+    /// downloading | loading | done | failed
+    pub phase: String,
+    pub keys_loaded: u64,
+    pub error: String,
 }
 
 impl From<&pb::StatusResponse> for NodeReport {
     fn from(s: &pb::StatusResponse) -> Self {
         Self {
+            backup: s
+                .backup
+                .as_ref()
+                .map(|b| crate::planner::backup::NodeBackup {
+                    running: b.running,
+                    backup_id: b.backup_id.clone(),
+                    error: b.error.clone(),
+                    last_completed_id: b.last_completed_id.clone(),
+                    files_total: u64::from(b.files_total),
+                    bytes_total: b.bytes_total,
+                    bytes_uploaded: b.bytes_uploaded,
+                })
+                .unwrap_or_default(),
+            restore: s.restore.as_ref().map(|r| RestoreReport {
+                running: r.running,
+                backup_id: r.backup_id.clone(),
+                phase: r.phase.clone(),
+                keys_loaded: r.keys_loaded,
+                error: r.error.clone(),
+            }),
             node_id: s.node_id.clone(),
             state: NodeState::from_proto(s.state),
             members: s
@@ -536,6 +571,8 @@ impl From<&pb::StatusResponse> for NodeReport {
 
 /// What the operator learned by asking one node for its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// One per node per reconcile: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeObservation {
     Report(NodeReport),
     /// The node could not be asked (pod not running, network, timeout).

@@ -420,6 +420,9 @@ pub fn report(
         replace: resolved.replace,
         step: plan.step.clone(),
         conditions: merge_conditions(&prev.conditions, conditions),
+        // Written by the backup step (see planner::backup), carried here.
+        backup: prev.backup.clone(),
+        restore: prev.restore.clone(),
     };
     (status, resolved.events)
 }

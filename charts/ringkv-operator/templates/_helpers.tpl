@@ -47,3 +47,61 @@ app.kubernetes.io/component: operator
 {{- include "ringkv-operator.image" . }}
 {{- end }}
 {{- end }}
+
+{{/* Watched namespaces as a JSON list: watchNamespaces plus the older single watchNamespace. */}}
+{{- define "ringkv-operator.watchNamespaces" -}}
+{{- $l := list }}
+{{- range .Values.watchNamespaces }}{{- $l = append $l . }}{{- end }}
+{{- with .Values.watchNamespace }}{{- if not (has . $l) }}{{- $l = append $l . }}{{- end }}{{- end }}
+{{- toJson $l }}
+{{- end }}
+
+{{/* RBAC rules of the operator in a namespace it manages (see rbac.yaml). */}}
+{{- define "ringkv-operator.namespacedRules" }}
+  - apiGroups: ["ringkv.io"]
+    resources: ["kvclusters"]
+    verbs: ["get", "list", "watch", "patch"]
+  - apiGroups: ["ringkv.io"]
+    resources: ["kvclusters/status"]
+    verbs: ["get", "patch"]
+  - apiGroups: ["ringkv.io"]
+    resources: ["kvclusters/finalizers"]
+    verbs: ["update"]
+  - apiGroups: ["ringkv.io"]
+    resources: ["kvbackups"]
+    verbs: ["get", "list"]
+  - apiGroups: ["ringkv.io"]
+    resources: ["kvbackups/status"]
+    verbs: ["patch"]
+  - apiGroups: ["apps"]
+    resources: ["statefulsets"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: [""]
+    resources: ["services", "serviceaccounts"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  - apiGroups: [""]
+    resources: ["configmaps"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "list", "delete"]
+  - apiGroups: [""]
+    resources: ["persistentvolumeclaims"]
+    verbs: ["get", "list", "patch", "delete"]
+  - apiGroups: ["policy"]
+    resources: ["poddisruptionbudgets"]
+    verbs: ["get", "list", "watch", "create", "patch"]
+  - apiGroups: ["cert-manager.io"]
+    resources: ["certificates", "issuers"]
+    verbs: ["get", "create", "patch"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+{{- end }}
+{{- define "ringkv-operator.secretRules" }}
+  # get by name only: no list or watch, so the operator never reads Secrets
+  # it was not told about.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get", "create", "patch"]
+{{- end }}

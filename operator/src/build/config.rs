@@ -15,6 +15,7 @@ use super::{
     PORT_INTERNODE, TLS_DIR, fnv1a_hex,
 };
 use crate::names;
+use crate::security::{AUTH_DIR, GOSSIP_DIR, GOSSIP_KEY, TOKENS_KEY};
 
 /// The node's YAML configuration (keys from docs/node-config.md).
 pub fn node_config_yaml(ctx: &BuildContext) -> String {
@@ -46,10 +47,25 @@ pub fn node_config_yaml(ctx: &BuildContext) -> String {
     );
     put("listen_grpc", Value::from(format!("0.0.0.0:{PORT_GRPC}")));
     put("listen_http", Value::from(format!("0.0.0.0:{PORT_HTTP}")));
-    if spec.tls.is_some() {
-        put("tls_cert", Value::from(format!("{TLS_DIR}/tls.crt")));
-        put("tls_key", Value::from(format!("{TLS_DIR}/tls.key")));
+    if let (Some(tls), Some(source)) = (&spec.tls, &ctx.cert_source) {
+        put("tls_mode", Value::from(tls.mode.as_node_str()));
         put("tls_ca", Value::from(format!("{TLS_DIR}/ca.crt")));
+        // Per-pod files are named by the pod: the pod's environment
+        // (RINGKV_TLS_CERT/KEY, see statefulset.rs) names them instead.
+        if !source.per_pod_files() {
+            put("tls_cert", Value::from(format!("{TLS_DIR}/tls.crt")));
+            put("tls_key", Value::from(format!("{TLS_DIR}/tls.key")));
+        }
+        put(
+            "gossip_secret_file",
+            Value::from(format!("{GOSSIP_DIR}/{GOSSIP_KEY}")),
+        );
+    }
+    if spec.auth.is_some() {
+        put(
+            "auth_tokens_file",
+            Value::from(format!("{AUTH_DIR}/{TOKENS_KEY}")),
+        );
     }
     serde_yaml::to_string(&m).expect("a string map always serializes")
 }
@@ -81,7 +97,7 @@ pub fn config_map(ctx: &BuildContext) -> Result<ConfigMap, BuildError> {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use crate::crd::TlsSpec;
+    use crate::crd::{AuthSpec, TlsMode, TlsSpec};
 
     #[test]
     fn config_map_carries_the_cluster_settings() {
@@ -108,13 +124,28 @@ mod tests {
         assert_eq!(v["data_dir"], DATA_DIR);
         assert_eq!(v["listen_internode"], "0.0.0.0:7001");
         assert!(v.get("tls_cert").is_none());
+        assert!(v.get("tls_mode").is_none());
+        assert!(v.get("gossip_secret_file").is_none());
+        assert!(v.get("auth_tokens_file").is_none());
         c.spec.tls = Some(TlsSpec {
-            secret_name: "kv-tls".into(),
+            secret_name: Some("kv-tls".into()),
+            mode: TlsMode::Required,
+            ..TlsSpec::default()
         });
+        c.spec.auth = Some(AuthSpec::default());
         let v: serde_yaml::Value = serde_yaml::from_str(&node_config_yaml(&ctx(&c))).unwrap();
+        assert_eq!(v["tls_mode"], "required");
         assert_eq!(v["tls_cert"], "/etc/ringkv/tls/tls.crt");
         assert_eq!(v["tls_key"], "/etc/ringkv/tls/tls.key");
         assert_eq!(v["tls_ca"], "/etc/ringkv/tls/ca.crt");
+        assert_eq!(v["gossip_secret_file"], "/etc/ringkv/gossip/secret");
+        assert_eq!(v["auth_tokens_file"], "/etc/ringkv/auth/tokens");
+        // Automatic TLS: per-pod files come from the environment.
+        c.spec.tls = Some(TlsSpec::default());
+        let v: serde_yaml::Value = serde_yaml::from_str(&node_config_yaml(&ctx(&c))).unwrap();
+        assert_eq!(v["tls_mode"], "enabled");
+        assert_eq!(v["tls_ca"], "/etc/ringkv/tls/ca.crt");
+        assert!(v.get("tls_cert").is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::KVCluster;
 use crate::names;
+use crate::security::CertSource;
 
 pub const PORT_GOSSIP: i32 = 7000;
 pub const PORT_INTERNODE: i32 = 7001;
@@ -55,22 +56,39 @@ pub struct BuildContext<'a> {
     pub image: &'a str,
     /// DNS domain of the Kubernetes cluster (`cluster.local` unless configured).
     pub cluster_domain: &'a str,
+    /// Where node certificates come from (`None`: no TLS).
+    pub cert_source: Option<CertSource>,
 }
 
 impl<'a> BuildContext<'a> {
     pub fn new(cluster: &'a KVCluster, image: &'a str, cluster_domain: &'a str) -> Self {
+        // Without observations: the Secret when named, else the operator's CA
+        // (the reconciler resolves cert-manager and stickiness, see
+        // `security::cert_source`).
+        let cert_source = cluster
+            .spec
+            .tls
+            .as_ref()
+            .map(|t| crate::security::cert_source(t, None, false));
         Self {
             cluster,
             image,
             cluster_domain,
+            cert_source,
         }
     }
 
-    fn name(&self) -> String {
+    /// The same context with a resolved certificate source.
+    pub fn with_cert_source(mut self, source: Option<CertSource>) -> Self {
+        self.cert_source = source;
+        self
+    }
+
+    pub(crate) fn name(&self) -> String {
         self.cluster.name_any()
     }
 
-    fn namespace(&self) -> Result<String, BuildError> {
+    pub(crate) fn namespace(&self) -> Result<String, BuildError> {
         self.cluster
             .namespace()
             .ok_or(BuildError::MissingMetadata("namespace"))
@@ -82,7 +100,7 @@ impl<'a> BuildContext<'a> {
             .ok_or(BuildError::MissingMetadata("uid"))
     }
 
-    fn meta(&self, name: String) -> Result<ObjectMeta, BuildError> {
+    pub(crate) fn meta(&self, name: String) -> Result<ObjectMeta, BuildError> {
         Ok(ObjectMeta {
             name: Some(name),
             namespace: Some(self.namespace()?),

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::crd::{KVClusterSpec, ReclaimPolicy, ZoneSpec};
 use crate::names;
+use crate::security::{self, AUTH_DIR, GOSSIP_DIR};
 
 /// The StatefulSet of zone `zone_index`, with the planner's replicas and partition.
 pub fn statefulset(
@@ -144,7 +145,7 @@ fn pod_template(ctx: &BuildContext, zone: &ZoneSpec) -> Result<PodTemplateSpec, 
     let mut annotations = spec.pod.annotations.clone();
     annotations.insert(ANNOTATION_CONFIG_HASH.into(), config_hash(ctx));
 
-    let env = vec![
+    let env_vars = vec![
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
         env("RINGKV_CONFIG", &format!("{CONFIG_DIR}/{CONFIG_FILE}")),
@@ -155,6 +156,7 @@ fn pod_template(ctx: &BuildContext, zone: &ZoneSpec) -> Result<PodTemplateSpec, 
         env("RINGKV_DATA_DIR", DATA_DIR),
     ];
     let scheme = if spec.tls.is_some() { "https" } else { "http" };
+    let mut env_vars = env_vars;
     let mut mounts = vec![
         mount("data", DATA_DIR, false),
         mount("config", CONFIG_DIR, true),
@@ -175,17 +177,57 @@ fn pod_template(ctx: &BuildContext, zone: &ZoneSpec) -> Result<PodTemplateSpec, 
             ..Volume::default()
         },
     ];
-    if let Some(tls) = &spec.tls {
+    let secret_volume = |vol: &str, secret: String| Volume {
+        name: vol.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            // Owner-only: the node runs as NODE_UID (fsGroup makes it the group).
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    if let (Some(_), Some(source)) = (&spec.tls, &ctx.cert_source) {
+        // Secret volumes (not subPath mounts) so the kubelet's updates reach
+        // the pod: the node re-reads renewed certificates without a restart.
         mounts.push(mount("tls", TLS_DIR, true));
-        volumes.push(Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
+        volumes.push(secret_volume("tls", source.node_secret(&name, &zone.name)));
+        mounts.push(mount("gossip", GOSSIP_DIR, true));
+        volumes.push(secret_volume("gossip", security::names::gossip(&name)));
+        let (cert, key) = if source.per_pod_files() {
+            (
+                format!("{TLS_DIR}/$(POD_NAME).crt"),
+                format!("{TLS_DIR}/$(POD_NAME).key"),
+            )
+        } else {
+            (format!("{TLS_DIR}/tls.crt"), format!("{TLS_DIR}/tls.key"))
+        };
+        if source.per_pod_files() {
+            env_vars.push(env("RINGKV_TLS_CERT", &cert));
+            env_vars.push(env("RINGKV_TLS_KEY", &key));
+        }
+        // The preStop drain is the `ringkv` CLI: it trusts the cluster CA
+        // and presents the pod's own certificate (Admin needs mutual TLS),
+        // through its RINGKV_CACERT/RINGKV_CERT/RINGKV_KEY variables.
+        env_vars.push(env("RINGKV_CACERT", &format!("{TLS_DIR}/ca.crt")));
+        env_vars.push(env("RINGKV_CERT", &cert));
+        env_vars.push(env("RINGKV_KEY", &key));
     }
+    if let Some(tokens) = security::tokens_secret(&name, spec) {
+        mounts.push(mount("auth", AUTH_DIR, true));
+        volumes.push(secret_volume("auth", tokens));
+        // The CLI takes the admin token from the node's tokens file.
+        env_vars.push(env(
+            "RINGKV_TOKEN_FILE",
+            &format!("{AUTH_DIR}/{}", security::TOKENS_KEY),
+        ));
+    }
+    let drain = vec![
+        "ringkv".to_string(),
+        "drain".into(),
+        "--admin".into(),
+        format!("{scheme}://127.0.0.1:{PORT_INTERNODE}"),
+    ];
 
     let container = Container {
         name: "node".into(),
@@ -198,7 +240,7 @@ fn pod_template(ctx: &BuildContext, zone: &ZoneSpec) -> Result<PodTemplateSpec, 
             container_port("grpc", PORT_GRPC, "TCP"),
             container_port("http", PORT_HTTP, "TCP"),
         ]),
-        env: Some(env),
+        env: Some(env_vars),
         resources: Some(node_resources(spec)),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
@@ -207,12 +249,7 @@ fn pod_template(ctx: &BuildContext, zone: &ZoneSpec) -> Result<PodTemplateSpec, 
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
-                    command: Some(vec![
-                        "ringkv".into(),
-                        "drain".into(),
-                        "--admin".into(),
-                        format!("{scheme}://127.0.0.1:{PORT_INTERNODE}"),
-                    ]),
+                    command: Some(drain),
                 }),
                 ..LifecycleHandler::default()
             }),

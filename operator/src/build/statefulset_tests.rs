@@ -286,7 +286,8 @@ fn overrides_image_resources_and_tls_reach_the_pod() {
         .insert(names::LABEL_INSTANCE.into(), "hijack".into());
     c.spec.pod.priority_class_name = Some("critical".into());
     c.spec.tls = Some(TlsSpec {
-        secret_name: "kv-tls".into(),
+        secret_name: Some("kv-tls".into()),
+        ..TlsSpec::default()
     });
     let sts = statefulset(
         &BuildContext::new(&c, "registry/ringkv:2", names::DEFAULT_CLUSTER_DOMAIN),
@@ -518,4 +519,58 @@ fn the_cluster_domain_names_peers_and_the_volume_size_can_be_held() {
         .unwrap()
         .name;
     assert_eq!(cm, names::config_map("kv", &config_hash(&ctx(&c))));
+}
+
+#[test]
+fn automatic_tls_mounts_per_zone_certificates_gossip_and_tokens() {
+    let mut c = cluster();
+    c.spec.tls = Some(TlsSpec::default());
+    c.spec.auth = Some(crate::crd::AuthSpec::default());
+    let sts = statefulset(&ctx(&c), 1, &ZoneScale::new(3, 0)).unwrap();
+    let pod = sts.spec.template.spec.as_ref().unwrap();
+    let secret_of = |vol: &str| {
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == vol)
+            .and_then(|v| v.secret.as_ref()?.secret_name.clone())
+    };
+    assert_eq!(
+        secret_of("tls").as_deref(),
+        Some("kv-zone-b-tls"),
+        "zone index 1"
+    );
+    assert_eq!(secret_of("gossip").as_deref(), Some("kv-gossip"));
+    assert_eq!(secret_of("auth").as_deref(), Some("kv-auth"));
+    let ct = container(&sts);
+    let env: BTreeMap<_, _> = ct
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(env["RINGKV_TLS_CERT"], "/etc/ringkv/tls/$(POD_NAME).crt");
+    assert_eq!(env["RINGKV_TLS_KEY"], "/etc/ringkv/tls/$(POD_NAME).key");
+    let drain = ct.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    let cmd = drain.exec.as_ref().unwrap().command.as_ref().unwrap();
+    assert_eq!(cmd[3], "https://127.0.0.1:7001");
+    assert_eq!(cmd.len(), 4);
+    // The CLI's own variables: the cluster CA, the pod's certificate, and
+    // the tokens file it takes the admin token from.
+    assert_eq!(env["RINGKV_CACERT"], "/etc/ringkv/tls/ca.crt");
+    assert_eq!(env["RINGKV_CERT"], "/etc/ringkv/tls/$(POD_NAME).crt");
+    assert_eq!(env["RINGKV_KEY"], "/etc/ringkv/tls/$(POD_NAME).key");
+    assert_eq!(env["RINGKV_TOKEN_FILE"], "/etc/ringkv/auth/tokens");
+    // Without TLS: none of it.
+    let plain = statefulset(&ctx(&cluster()), 1, &ZoneScale::new(3, 0)).unwrap();
+    let pod = plain.spec.template.spec.as_ref().unwrap();
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.secret.is_none())
+    );
 }

@@ -75,7 +75,8 @@ pub const MAX_ZONES: usize = 16;
     {"rule": "self.replication.n <= self.replicas", "message": "replication.n must not exceed replicas (the total number of nodes)"},
     {"rule": "size(self.zones) > 0", "message": "at least one zone is required"},
     {"rule": "self.zones.all(z, self.zones.exists_one(y, y.name == z.name))", "message": "zone names must be unique"},
-    {"rule": "oldSelf.zones.all(z, self.zones.exists(y, y.name == z.name))", "message": "zones cannot be removed or renamed (add new zones instead)"}
+    {"rule": "oldSelf.zones.all(z, self.zones.exists(y, y.name == z.name))", "message": "zones cannot be removed or renamed (add new zones instead)"},
+    {"rule": "has(self.tls) == has(oldSelf.tls)", "message": "tls cannot be added or removed after creation (nodes with and without mutual TLS cannot talk; create a new cluster and restore a backup into it)"}
 ]))]
 pub struct KVClusterSpec {
     /// Total number of nodes over all zones (the scale subresource drives this).
@@ -144,9 +145,27 @@ pub struct KVClusterSpec {
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"), length(max = 32))]
     pub hinted_handoff_window: String,
 
-    /// TLS for client and internode gRPC (the admin API included).
+    /// TLS on every node listener, mutual TLS between nodes and for Admin,
+    /// authenticated gossip. Set it at creation: adding or removing it later
+    /// would split the ring during the rollout (CEL refuses it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// Bearer tokens on the client APIs (roles read, readwrite, admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Scheduled backups to an object store, with retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Load this backup once the new cluster is up (any topology: records
+    /// merge into their current replicas). Only used at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == oldSelf", "message": "restoreFrom cannot change after creation"}
+    ]))]
+    pub restore_from: Option<RestoreSource>,
 
     /// The Service applications connect to.
     #[serde(default)]
@@ -327,16 +346,98 @@ impl Default for RepairSpec {
     }
 }
 
-/// TLS material for the nodes.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// TLS of every node listener: client gRPC and HTTP, internode and Admin
+/// (mutual TLS with the cluster CA). Also turns on authenticated gossip: the
+/// operator generates the cluster's gossip secret into `<cluster>-gossip`.
+///
+/// Certificates come from, in order: `secretName` when set; cert-manager when
+/// `issuer` is `CertManager`, or `Auto` and cert-manager's CRDs are installed;
+/// otherwise the operator's own per-cluster CA (`<cluster>-ca`) and per-pod
+/// certificates it renews before they expire.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
-    /// Secret in the cluster's namespace with `tls.crt`, `tls.key` and `ca.crt`.
+    /// `Enabled`: TLS on every listener, mutual TLS on internode/Admin (7001).
+    /// `Required`: clients of 7070/8080 must present a certificate signed by
+    /// the cluster CA too.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// Secret in the cluster's namespace with `tls.crt`, `tls.key` and `ca.crt`,
+    /// used by every node and, as its client certificate, by the operator.
     /// The certificate must be valid for `*.<cluster>-peers.<namespace>.svc.<cluster domain>`
     /// (nodes and the operator verify each other by that name) and for
-    /// `127.0.0.1` (the preStop drain); the operator trusts `ca.crt`.
+    /// `127.0.0.1` (the preStop drain), and allow client and server auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
+    /// Who issues certificates when `secretName` is unset.
+    #[serde(default)]
+    pub issuer: TlsIssuer,
+    /// cert-manager issuer of the node certificates. Unset: the operator
+    /// creates a self-signed CA for the cluster through cert-manager
+    /// (`<cluster>-selfsigned` Issuer, `<cluster>-ca` Certificate and Issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager_issuer: Option<IssuerRef>,
+}
+
+/// Client certificate requirement on the client APIs (internode is always mutual).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsMode {
+    #[default]
+    Enabled,
+    Required,
+}
+
+impl TlsMode {
+    /// The node's `tls_mode` value.
+    pub fn as_node_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Required => "required",
+        }
+    }
+}
+
+/// Source of generated certificates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TlsIssuer {
+    /// cert-manager when its CRDs are installed, else `Operator`.
+    #[default]
+    Auto,
+    /// The operator's own CA and per-pod certificates.
+    Operator,
+    /// cert-manager `Certificate` resources (the operator waits for them).
+    CertManager,
+}
+
+/// A cert-manager `Issuer` or `ClusterIssuer`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(regex(pattern = r"^(Issuer|ClusterIssuer)$"))]
+    pub kind: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".into()
+}
+
+/// Bearer-token authentication of client requests.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret with a `tokens` key: lines `<role> <token>`, roles `read`,
+    /// `readwrite`, `admin`. Unset: the operator generates `<cluster>-auth`
+    /// with one token of each role. The nodes re-read it when it changes, so
+    /// tokens are rotated by editing the Secret (no restart). The operator
+    /// uses the first `admin` token for its Admin calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tokens_secret_name: Option<String>,
 }
 
 /// Kind of the client Service.
@@ -463,8 +564,10 @@ impl Default for PodOverrides {
     }
 }
 
+mod backup;
 mod status;
 mod validate;
 
+pub use backup::*;
 pub use status::*;
 pub use validate::*;

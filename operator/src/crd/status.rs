@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KVClusterStatus {
+    /// Scheduled and one-off backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::ClusterBackupStatus>,
+    /// The restore of `spec.restoreFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<super::RestoreProgress>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -19,6 +19,7 @@
 //! - [`storage`]: volume expansion and the volumes of departed nodes;
 //! - [`progress`]: steps, deadlines and the reasons of waits.
 
+pub mod backup;
 mod cleanup;
 mod decommission;
 mod progress;

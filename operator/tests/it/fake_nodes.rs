@@ -73,6 +73,12 @@ pub struct Ring {
     /// Admin calls that a real node would have refused (the operator must
     /// not make them): cleanup while a node joins or leaves, say.
     pub refused: Vec<String>,
+    /// Per node: (backup id, running, last completed id).
+    pub backups: BTreeMap<String, (String, bool, String)>,
+    /// Every Backup call: (node, url, backup id, options).
+    pub backup_calls: Vec<(String, String, String, BTreeMap<String, String>)>,
+    /// Every PruneBackups call: (url, keep_last, max_age_seconds).
+    pub prunes: Vec<(String, u32, u64)>,
     next_uid: u64,
 }
 
@@ -160,6 +166,18 @@ impl Admin for FakeAdmin {
                 keys_dropped: if n.cleanup_completed_ms > 0 { 10 } else { 0 },
                 ..Default::default()
             }),
+            backup: ring
+                .backups
+                .get(&self.node)
+                .map(|(id, running, done)| pb::BackupStatus {
+                    running: *running,
+                    backup_id: id.clone(),
+                    last_completed_id: done.clone(),
+                    files_total: 3,
+                    bytes_total: 1000,
+                    bytes_uploaded: 400,
+                    ..Default::default()
+                }),
             removal: n.removing.as_ref().map(|(victim, done)| {
                 let left = ring
                     .nodes
@@ -334,6 +352,114 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<pb::DrainResponse>, Status> {
         Ok(Response::new(pb::DrainResponse {}))
     }
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshot"))
+    }
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Err(Status::unimplemented("list_snapshots"))
+    }
+    async fn delete_snapshot(
+        &self,
+        _: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        Err(Status::unimplemented("delete_snapshot"))
+    }
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        self.log("Backup");
+        let r = req.into_inner();
+        let mut ring = self.ring.lock().unwrap();
+        let zone = ring
+            .nodes
+            .get(&self.node)
+            .map(|n| n.zone.clone())
+            .unwrap_or_default();
+        // One node per zone at a time, and never while the ring moves.
+        let same_zone_busy = ring.backups.iter().any(|(id, (_, running, _))| {
+            *running && id != &self.node && ring.nodes.get(id).is_some_and(|n| n.zone == zone)
+        });
+        if same_zone_busy {
+            let v = format!(
+                "backup of {} while another node of {zone} backs up",
+                self.node
+            );
+            ring.violations.push(v);
+        }
+        let moving = ring
+            .nodes
+            .iter()
+            .any(|(_, n)| matches!(n.state, pb::NodeState::Joining | pb::NodeState::Leaving));
+        if moving {
+            let v = format!("backup of {} while the ring moves", self.node);
+            ring.violations.push(v);
+        }
+        ring.backup_calls.push((
+            self.node.clone(),
+            r.url.clone(),
+            r.backup_id.clone(),
+            r.options.into_iter().collect(),
+        ));
+        let last = ring
+            .backups
+            .get(&self.node)
+            .map(|b| b.2.clone())
+            .unwrap_or_default();
+        ring.backups
+            .insert(self.node.clone(), (r.backup_id.clone(), true, last));
+        Ok(Response::new(pb::BackupResponse {
+            started: true,
+            backup_id: r.backup_id,
+        }))
+    }
+    async fn restore_records(
+        &self,
+        _: Request<pb::RestoreRecordsRequest>,
+    ) -> Result<Response<pb::RestoreRecordsResponse>, Status> {
+        Err(Status::unimplemented("restore_records"))
+    }
+    async fn restore(
+        &self,
+        _: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        Err(Status::unimplemented("restore"))
+    }
+    async fn prune_backups(
+        &self,
+        req: Request<pb::PruneBackupsRequest>,
+    ) -> Result<Response<pb::PruneBackupsResponse>, Status> {
+        self.log("PruneBackups");
+        let r = req.into_inner();
+        self.ring
+            .lock()
+            .unwrap()
+            .prunes
+            .push((r.url, r.keep_last, r.max_age_seconds));
+        Ok(Response::new(pb::PruneBackupsResponse {
+            deleted: vec!["old".into()],
+            bytes_freed: 10,
+            ..Default::default()
+        }))
+    }
+    async fn list_backups(
+        &self,
+        _: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        Err(Status::unimplemented("list_backups"))
+    }
+    async fn verify_backup(
+        &self,
+        _: Request<pb::VerifyBackupRequest>,
+    ) -> Result<Response<pb::VerifyBackupResponse>, Status> {
+        Err(Status::unimplemented("verify_backup"))
+    }
 }
 
 /// The fake nodes and their servers; dropping it stops the servers.
@@ -435,6 +561,13 @@ impl FakeCluster {
             if n.cleanup_running {
                 n.cleanup_running = false;
                 n.cleanup_completed_ms = now;
+            }
+        }
+        // A node backup takes one tick.
+        for b in ring.backups.values_mut() {
+            if b.1 {
+                b.1 = false;
+                b.2 = b.0.clone();
             }
         }
         // Removals stream two ranges a tick; the dead node is LEFT at the end.

@@ -1,5 +1,6 @@
 //! Integration tests of ringkv-operator, in one binary to keep link time down.
 
+mod backup;
 mod crd_schema;
 mod day2;
 mod fake_api;
@@ -8,3 +9,4 @@ mod leader;
 mod maintenance;
 mod monitoring;
 mod reconcile;
+mod tls;

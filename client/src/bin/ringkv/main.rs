@@ -90,12 +90,10 @@ impl Security {
         };
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.trim().to_string()),
-            (None, Some(p)) => Some(
-                String::from_utf8(read(p, "--token-file")?)
-                    .map_err(|_| format!("--token-file {}: not UTF-8", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
+            (None, Some(p)) => Some(token_from_file(
+                &String::from_utf8(read(p, "--token-file")?)
+                    .map_err(|_| format!("--token-file {}: not UTF-8", p.display()))?,
+            )),
             (None, None) => None,
         };
         Ok(ringkv_client::ConnectOptions {
@@ -112,6 +110,17 @@ impl Security {
             tls_server_name: self.tls_server_name.clone(),
         })
     }
+}
+
+/// The token in a `--token-file`: the file's content, or — given a node's
+/// `auth_tokens_file` (`<role> <token>` lines) — its first admin token, so a
+/// pod's own tokens file works for its preStop drain.
+fn token_from_file(content: &str) -> String {
+    let admin = content.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("admin")).then(|| w.next()).flatten()
+    });
+    admin.unwrap_or(content.trim()).to_string()
 }
 
 #[derive(Subcommand)]
@@ -720,6 +729,20 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
             r.removed_by,
             ago(r.at_unix_ms),
             if r.done { "" } else { ", streaming" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod token_file_tests {
+    use super::token_from_file;
+
+    #[test]
+    fn a_raw_token_or_the_admin_line_of_a_tokens_file() {
+        assert_eq!(token_from_file("s3cr3t\n"), "s3cr3t");
+        assert_eq!(
+            token_from_file("# tokens\nread r1\nreadwrite w1\nadmin a1\nadmin a2\n"),
+            "a1"
         );
     }
 }

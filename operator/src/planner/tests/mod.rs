@@ -9,6 +9,7 @@ use crate::observe::{
     PvcObservation, RepairReport,
 };
 
+mod backup;
 mod day2;
 mod decommission;
 mod maintenance;
@@ -68,6 +69,8 @@ pub(crate) fn sts(replicas: i32) -> StsObservation {
 
 pub(crate) fn report(pod: &str, state: NodeState) -> NodeObservation {
     NodeObservation::Report(NodeReport {
+        backup: Default::default(),
+        restore: None,
         node_id: pod.into(),
         state,
         // Filled with the converged ring when planned (`converged_views`).
