@@ -211,6 +211,33 @@ impl Network {
         Ok(())
     }
 
+    /// Runs a command inside node `node`'s namespace; its standard output.
+    pub fn output(&self, node: usize, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[node]])
+            .args(args)
+            .output()
+            .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`{}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Bytes node `node` has sent on TCP that its peers have not yet
+    /// acknowledged (iproute2's `ss`): 0 once nothing is in flight.
+    pub fn unacked_bytes(&self, node: usize) -> Result<u64, String> {
+        let out = self.output(node, &["ss", "-tnH", "state", "established"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// Remove every cut.
     pub fn heal(&self) -> Result<(), String> {
         for ns in &self.nodes {

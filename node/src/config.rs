@@ -96,6 +96,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// When a read asks replicas beyond the first R.
     pub speculative_retry: SpeculativeRetry,
+    /// Reads ask the substitutes holding hints when home replicas are down.
+    pub sloppy_reads: bool,
     pub tombstone_grace: Duration,
     pub max_hint_window: Duration,
     /// `None` = off (the operator schedules repair).
@@ -137,6 +139,7 @@ pub const FIELDS: &[&str] = &[
     "max_value_bytes",
     "request_timeout",
     "speculative_retry",
+    "sloppy_reads",
     "tombstone_grace",
     "max_hint_window",
     "repair_interval",
@@ -205,6 +208,9 @@ pub struct Args {
     /// `adaptive`, a duration, or `never`.
     #[arg(long, env = "RINGKV_SPECULATIVE_RETRY")]
     pub speculative_retry: Option<String>,
+    /// `true` or `false`.
+    #[arg(long, env = "RINGKV_SLOPPY_READS")]
+    pub sloppy_reads: Option<String>,
     #[arg(long, env = "RINGKV_TOMBSTONE_GRACE")]
     pub tombstone_grace: Option<String>,
     #[arg(long, env = "RINGKV_MAX_HINT_WINDOW")]
@@ -259,6 +265,7 @@ impl Args {
             "max_value_bytes" => self.max_value_bytes.as_ref(),
             "request_timeout" => self.request_timeout.as_ref(),
             "speculative_retry" => self.speculative_retry.as_ref(),
+            "sloppy_reads" => self.sloppy_reads.as_ref(),
             "tombstone_grace" => self.tombstone_grace.as_ref(),
             "max_hint_window" => self.max_hint_window.as_ref(),
             "repair_interval" => self.repair_interval.as_ref(),
@@ -436,6 +443,7 @@ impl Config {
             max_value_bytes: 1 << 20,
             request_timeout: Duration::from_secs(2),
             speculative_retry: SpeculativeRetry::Adaptive,
+            sloppy_reads: true,
             tombstone_grace: Duration::from_secs(10 * 86400),
             max_hint_window: Duration::from_secs(3 * 3600),
             repair_interval: None,
@@ -546,6 +554,13 @@ impl Config {
                         )
                     },
                 )?),
+            };
+        }
+        if let Some(v) = get("sloppy_reads") {
+            c.sloppy_reads = match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("sloppy_reads", v, "expected `true` or `false`")),
             };
         }
         if let Some(v) = get("tombstone_grace") {
@@ -735,6 +750,7 @@ mod tests {
             (vec![("request_timeout", "soon")], "request_timeout"),
             (vec![("sync", "sometimes")], "sync"),
             (vec![("speculative_retry", "99p")], "speculative_retry"),
+            (vec![("sloppy_reads", "maybe")], "sloppy_reads"),
             (vec![("max_clock_skew", "500ms")], "max_clock_skew"),
             (vec![("max_clock_skew", "a while")], "max_clock_skew"),
             (vec![("node_id", "a b")], "node_id"),

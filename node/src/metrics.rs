@@ -48,6 +48,7 @@ pub struct Metrics {
     pub quorum_failures: Family<OnlyOp, Counter>,
     pub read_repairs: Counter,
     pub speculative_reads: Counter,
+    pub sloppy_reads: Counter,
     pub forwarded_writes: Counter,
     pub late_forwards_refused: Counter,
     pub internode_errors: Counter,
@@ -125,6 +126,12 @@ impl Metrics {
             "speculative_reads",
             "Reads that asked more replicas because the first R were slow",
             speculative_reads.clone(),
+        );
+        let sloppy_reads = Counter::default();
+        registry.register(
+            "sloppy_reads",
+            "Reads that asked substitutes (holding hints) in place of home replicas that were down",
+            sloppy_reads.clone(),
         );
         let internode_errors = Counter::default();
         let peers_suspected = Counter::default();
@@ -341,6 +348,7 @@ impl Metrics {
             quorum_failures,
             read_repairs,
             speculative_reads,
+            sloppy_reads,
             forwarded_writes,
             late_forwards_refused,
             internode_errors,

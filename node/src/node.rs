@@ -373,6 +373,7 @@ impl RunningNode {
                 max_hint_window: config.max_hint_window,
                 rate: config.hint_delivery_rate,
                 tick: config.gossip_interval.min(Duration::from_secs(1)),
+                max_batch_bytes: config.max_value_bytes,
             },
         };
         tasks.push(tokio::spawn(handoff.run(stop_rx.clone())));

@@ -534,3 +534,100 @@ async fn a_peer_whose_requests_hang_is_routed_around_while_gossip_calls_it_alive
     .await;
     c.stop().await;
 }
+
+fn counter(n: &ringkv_node::RunningNode, name: &str) -> u64 {
+    n.metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 10 item 10: a key whose home replicas are mostly down is still
+/// readable at quorum, from the substitutes that took its writes as hints
+/// (Dynamo's "first N healthy nodes"); `all` still needs every home replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_reads_find_writes_held_as_hints_while_two_home_replicas_are_down() {
+    let c = Cluster::start(5, |_| {}).await;
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.node_id().to_string()).collect();
+    // Keys that node-3 and node-4 both replicate: cut those two off and a
+    // key keeps one reachable home replica of three.
+    let keys: Vec<String> = (0..400)
+        .map(|i| format!("sloppy-{i}"))
+        .filter(|k| {
+            let r = c.replicas(k.as_bytes());
+            r.contains(&ids[3]) && r.contains(&ids[4])
+        })
+        .take(12)
+        .collect();
+    assert_eq!(keys.len(), 12);
+    for a in 0..3 {
+        for b in 3..5 {
+            c.faults.partition(&ids[a], &ids[b]);
+        }
+    }
+    eventually(LONG, "nodes 0-2 to see 3 and 4 down", || async {
+        sees_down(&c, 0, &[3, 4]).await
+            && sees_down(&c, 1, &[3, 4]).await
+            && sees_down(&c, 2, &[3, 4]).await
+    })
+    .await;
+    let mut kv: Vec<_> = Vec::new();
+    for i in 0..3 {
+        kv.push(c.kv(i).await);
+    }
+    for (j, k) in keys.iter().enumerate() {
+        put(&mut kv[j % 3], k, &format!("v-{j}"), "").await.unwrap();
+    }
+    // Every quorum read, through every reachable node, sees the write.
+    for (j, k) in keys.iter().enumerate() {
+        for (i, kv) in kv.iter_mut().enumerate() {
+            let got = kv
+                .get(pb::GetRequest {
+                    key: k.clone().into_bytes().into(),
+                    r: String::new(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("quorum read of {k} through node-{i}: {e}"))
+                .into_inner();
+            assert_eq!(values(&got), vec![format!("v-{j}")], "{k} via node-{i}");
+        }
+    }
+    let sloppy: u64 = c
+        .nodes
+        .iter()
+        .map(|n| counter(n, "ringkv_sloppy_reads_total"))
+        .sum();
+    assert!(sloppy >= keys.len() as u64, "{sloppy} sloppy reads");
+    // `all` means every home replica: a substitute never stands in.
+    let e = kv[0]
+        .get(pb::GetRequest {
+            key: keys[0].clone().into_bytes().into(),
+            r: "all".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    // After the heal the hints drain, and with them the per-key index a
+    // sloppy read consults: nothing is left for any key on any node.
+    c.faults.heal();
+    eventually(LONG, "everyone alive again", || all_alive(&c)).await;
+    eventually(LONG, "hints to drain", || async {
+        c.nodes
+            .iter()
+            .all(|n| n.replica.hints().pending_total() == 0)
+    })
+    .await;
+    for n in &c.nodes {
+        assert_eq!(n.replica.hints().indexed_keys().await.unwrap(), 0);
+    }
+    for (j, k) in keys.iter().enumerate() {
+        for i in 3..5 {
+            assert_eq!(
+                c.local_values(i, k.as_bytes()).await,
+                vec![format!("v-{j}").into_bytes()]
+            );
+        }
+    }
+    c.stop().await;
+}

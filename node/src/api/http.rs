@@ -104,6 +104,13 @@ fn coord_error(e: CoordError) -> Response {
             e.to_string(),
         ),
         CoordError::Expired { .. } => error(StatusCode::GATEWAY_TIMEOUT, "expired", e.to_string()),
+        CoordError::Storage(s) if s.is_no_space() => error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_space",
+            format!(
+                "{s}: this node's disk is full; writes resume by themselves once space is freed"
+            ),
+        ),
         _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
@@ -508,6 +515,28 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_resource_exhausted_not_an_internal_error() {
+        let full = || {
+            CoordError::Storage(crate::replica::StorageError::Engine(
+                ringkv_engine::Error::NoSpace("WAL append: no space left on device".into()),
+            ))
+        };
+        assert_eq!(
+            coord_error(full()).status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(super::super::outcome_label(&full()), "no_space");
+        let s = super::super::to_status(full());
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(s.message().contains("disk is full"), "{}", s.message());
+        let other = CoordError::Storage(crate::replica::StorageError::Corrupt("x".into()));
+        assert_eq!(
+            coord_error(other).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn percent_decoding() {

@@ -107,6 +107,7 @@ pub fn outcome_label(e: &CoordError) -> &'static str {
         CoordError::QuorumNotReached { .. } => "quorum_failed",
         CoordError::Unavailable(_) | CoordError::Remote { .. } => "unavailable",
         CoordError::Expired { .. } => "expired",
+        CoordError::Storage(s) if s.is_no_space() => "no_space",
         _ => "error",
     }
 }
@@ -182,6 +183,9 @@ pub fn to_status(e: CoordError) -> tonic::Status {
         CoordError::Unavailable(m) => tonic::Status::unavailable(m),
         CoordError::Remote { code, message } => tonic::Status::new(code, message),
         e @ CoordError::Expired { .. } => tonic::Status::deadline_exceeded(e.to_string()),
+        CoordError::Storage(s) if s.is_no_space() => tonic::Status::resource_exhausted(format!(
+            "{s}: this node's disk is full; writes resume by themselves once space is freed"
+        )),
         e => tonic::Status::internal(e.to_string()),
     }
 }

@@ -46,6 +46,7 @@ pub struct Settings {
     pub max_value_bytes: usize,
     pub timeout: Duration,
     pub speculative_retry: SpeculativeRetry,
+    pub sloppy_reads: bool,
 }
 
 impl Settings {
@@ -58,6 +59,7 @@ impl Settings {
             max_value_bytes: c.max_value_bytes,
             timeout: c.request_timeout,
             speculative_retry: c.speculative_retry,
+            sloppy_reads: c.sloppy_reads,
         }
     }
 }
@@ -265,7 +267,28 @@ impl Coordinator {
         // Ask R replicas first — this node when it is one (no hop), then
         // those gossip believes alive, taking turns — and more only when
         // one fails or is slow (speculative retry, as Cassandra does).
-        let order = self.read_order(&replicas);
+        let mut order = self.read_order(&replicas);
+        // Sloppy read (Dynamo's "first N healthy nodes"): with home replicas
+        // down, the substitutes that took their writes as hints are asked
+        // in their place, before the unreachable ones. `all` means every
+        // home replica and never counts a substitute.
+        let usable = replicas.iter().filter(|m| self.usable(m)).count();
+        if self.settings.sloppy_reads
+            && usable < replicas.len()
+            && (required as usize) < replicas.len()
+        {
+            let homes: Vec<String> = replicas.iter().map(|m| m.node_id.clone()).collect();
+            let subs: Vec<Arc<Member>> = topo
+                .substitutes(&key, &homes)
+                .into_iter()
+                .filter(|m| self.usable(m))
+                .take(replicas.len() - usable)
+                .collect();
+            if !subs.is_empty() {
+                self.metrics.sloppy_reads.inc();
+                order.splice(usable..usable, subs);
+            }
+        }
         let read = |m: Arc<Member>| {
             let this = self.clone();
             let key = key.clone();

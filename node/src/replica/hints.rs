@@ -6,6 +6,13 @@
 //! sequence (8 bytes BE) ++ user key, so one target's hints are one
 //! contiguous scan, oldest first. Node ids never contain 0x00 (config
 //! validation), so the separator is unambiguous. Value = the encoded record.
+//!
+//! A per-key index lets a sloppy read find what this node holds for a key
+//! as a substitute: engine key = 0x00 ++ user key (no node id is empty, so
+//! no hint key starts with 0x00), value = how many hints for the key are
+//! held (4 bytes BE) ++ the merge of their records. It is written in the
+//! same batch as the hints and deleted with the last of them, so it lives
+//! no longer than a hint (`max_hint_window`, far below tombstone grace).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,6 +49,42 @@ struct Inner {
     seq: AtomicU64,
     /// Hints held per target (kept in memory; rebuilt by a scan at open).
     pending: Mutex<BTreeMap<String, u64>>,
+    /// Serialises read-modify-writes of one key's index entry.
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+const STRIPES: usize = 64;
+
+fn index_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+fn stripe_of(key: &[u8]) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish() as usize % STRIPES
+}
+
+/// The user key of a hint's engine key (`None` if malformed).
+fn key_of(id: &[u8]) -> Option<&[u8]> {
+    let sep = id.iter().position(|&b| b == 0)?;
+    id.get(sep + 17..)
+}
+
+fn decode_index(v: &[u8]) -> Option<(u32, Record)> {
+    let count = u32::from_be_bytes(v.get(..4)?.try_into().ok()?);
+    let rec = Record::decode(&v[4..]).ok()?;
+    Some((count, rec))
+}
+
+fn encode_index(count: u32, rec: &Record) -> Vec<u8> {
+    let mut v = count.to_be_bytes().to_vec();
+    v.extend_from_slice(&rec.encode());
+    v
 }
 
 fn prefix(target: &str) -> Vec<u8> {
@@ -112,6 +155,9 @@ impl HintStore {
         let mut pending: BTreeMap<String, u64> = BTreeMap::new();
         for item in db.iter()? {
             let (k, _) = item?;
+            if k.first() == Some(&0) {
+                continue; // the per-key index
+            }
             if let Some(sep) = k.iter().position(|&b| b == 0) {
                 let t = String::from_utf8_lossy(&k[..sep]).to_string();
                 *pending.entry(t).or_default() += 1;
@@ -122,8 +168,125 @@ impl HintStore {
                 db,
                 seq: AtomicU64::new(0),
                 pending: Mutex::new(pending),
+                stripes: (0..STRIPES)
+                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                    .collect(),
             }),
         })
+    }
+
+    /// The merge of every hint this node holds for `key` (for any target):
+    /// what a sloppy read finds on a substitute.
+    pub async fn lookup(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
+        if self.pending_total() == 0 {
+            return Ok(None);
+        }
+        let v = self.get(index_key(key)).await?;
+        Ok(v.as_deref().and_then(decode_index).map(|(_, r)| r))
+    }
+
+    /// Keys in the per-key index (0 once every hint is gone).
+    pub async fn indexed_keys(&self) -> Result<usize, StorageError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut n = 0;
+            for item in inner.db.scan([0u8].as_slice()..[1u8].as_slice())? {
+                item?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// An engine read that leaves the runtime only when it needs the disk.
+    async fn get(&self, k: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.inner.db.get_cached(&k)? {
+            ringkv_engine::Cached::Value(v) => Ok(v),
+            ringkv_engine::Cached::NeedsIo => {
+                let inner = self.inner.clone();
+                blocking(move || inner.db.get(&k).map_err(StorageError::from)).await
+            }
+        }
+    }
+
+    /// Applies `delta` hints of `key` (merging `rec` when adding) to the
+    /// index entry, into `b`. The caller holds the key's stripe.
+    async fn index_update(
+        &self,
+        b: &mut WriteBatch,
+        key: &[u8],
+        delta: i64,
+        rec: Option<&Record>,
+    ) -> Result<(), StorageError> {
+        let ik = index_key(key);
+        let cur = self.get(ik.clone()).await?;
+        let (count, merged) = match cur.as_deref().and_then(decode_index) {
+            Some((n, r)) => (n as i64, Some(r)),
+            None => (0, None),
+        };
+        let count = count + delta;
+        let merged = match (merged, rec) {
+            (Some(m), Some(r)) => Some(m.merge(r)),
+            (m, r) => m.or_else(|| r.cloned()),
+        };
+        match merged {
+            Some(m) if count > 0 => {
+                b.put(&ik, &encode_index(count as u32, &m));
+            }
+            _ => {
+                b.delete(&ik);
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks the stripes of `keys` in ascending order (never deadlocks).
+    async fn lock_keys<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut s: Vec<usize> = keys.map(stripe_of).collect();
+        s.sort_unstable();
+        s.dedup();
+        let mut guards = Vec::with_capacity(s.len());
+        for i in s {
+            guards.push(self.inner.stripes[i].clone().lock_owned().await);
+        }
+        guards
+    }
+
+    /// Deletes hints by engine key, with their index entries.
+    async fn delete(&self, ids: Vec<Vec<u8>>) -> Result<(), StorageError> {
+        let mut per_key: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for id in &ids {
+            if let Some(k) = key_of(id) {
+                *per_key.entry(k.to_vec()).or_default() -= 1;
+            }
+        }
+        let _guards = self.lock_keys(per_key.keys().map(|k| k.as_slice())).await;
+        let mut b = WriteBatch::new();
+        for id in &ids {
+            b.delete(id);
+        }
+        for (k, d) in &per_key {
+            self.index_update(&mut b, k, *d, None).await?;
+        }
+        self.inner.db.write_async(b).await?;
+        let mut pending = self.inner.pending.lock();
+        for id in &ids {
+            let Some(sep) = id.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let t = String::from_utf8_lossy(&id[..sep]).to_string();
+            if let Some(n) = pending.get_mut(&t) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    pending.remove(&t);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores a hint for `target`; durable when this returns (per the sync policy).
@@ -141,8 +304,10 @@ impl HintStore {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         id.extend_from_slice(&seq.to_be_bytes());
         id.extend_from_slice(key);
+        let _guard = self.lock_keys(std::iter::once(key)).await;
         let mut b = WriteBatch::new();
         b.put(&id, &record.encode());
+        self.index_update(&mut b, key, 1, Some(record)).await?;
         self.inner.db.write_async(b).await?;
         *self
             .inner
@@ -160,7 +325,7 @@ impl HintStore {
         let inner = self.inner.clone();
         let p = prefix(target);
         let t = target.to_string();
-        blocking(move || {
+        let (out, bad) = blocking(move || {
             let mut end = p.clone();
             *end.last_mut().expect("prefix") = 1;
             let mut out = Vec::new();
@@ -178,23 +343,13 @@ impl HintStore {
                     break;
                 }
             }
-            if !bad.is_empty() {
-                let mut b = WriteBatch::new();
-                for k in &bad {
-                    b.delete(k);
-                }
-                inner.db.write(b)?;
-                let mut pending = inner.pending.lock();
-                if let Some(n) = pending.get_mut(&t) {
-                    *n = n.saturating_sub(bad.len() as u64);
-                    if *n == 0 {
-                        pending.remove(&t);
-                    }
-                }
-            }
-            Ok(out)
+            Ok((out, bad))
         })
-        .await
+        .await?;
+        if !bad.is_empty() {
+            self.delete(bad).await?;
+        }
+        Ok(out)
     }
 
     /// Deletes hints (delivered or dropped).
@@ -202,21 +357,8 @@ impl HintStore {
         if hints.is_empty() {
             return Ok(());
         }
-        let mut b = WriteBatch::new();
-        for h in hints {
-            b.delete(&h.id);
-        }
-        self.inner.db.write_async(b).await?;
-        let mut p = self.inner.pending.lock();
-        for h in hints {
-            if let Some(n) = p.get_mut(&h.target) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    p.remove(&h.target);
-                }
-            }
-        }
-        Ok(())
+        self.delete(hints.iter().map(|h| h.id.clone()).collect())
+            .await
     }
 
     /// Hints held per target.
@@ -281,6 +423,38 @@ mod tests {
         h.remove(&got[..1]).await.unwrap();
         assert_eq!(h.pending_total(), 2);
         assert_eq!(h.oldest("b", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_key_index_holds_the_merge_of_held_hints_until_the_last_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut newer = rec("2");
+        if let Record::Lww(l) = &mut newer {
+            l.hlc = 2;
+        }
+        {
+            let h = HintStore::open(dir.path(), SyncMode::Always).unwrap();
+            assert_eq!(h.lookup(b"k").await.unwrap(), None);
+            h.store("a", b"k", &rec("1"), 10).await.unwrap();
+            h.store("b", b"k", &newer, 11).await.unwrap();
+            h.store("a", b"other", &rec("o"), 12).await.unwrap();
+            assert_eq!(h.lookup(b"k").await.unwrap(), Some(newer.clone()));
+            assert_eq!(h.indexed_keys().await.unwrap(), 2);
+            h.close().await.unwrap();
+        }
+        // The index survives a restart and is not counted as a hint.
+        let h = HintStore::open(dir.path(), SyncMode::Always).unwrap();
+        assert_eq!(h.pending_total(), 3);
+        assert_eq!(h.lookup(b"k").await.unwrap(), Some(newer.clone()));
+        let a = h.oldest("a", 10).await.unwrap();
+        assert_eq!(a.len(), 2, "no index entry among a's hints");
+        h.remove(&a).await.unwrap();
+        // b's hint of k is still held: k stays readable, `other` is gone.
+        assert_eq!(h.lookup(b"k").await.unwrap(), Some(newer));
+        assert_eq!(h.lookup(b"other").await.unwrap(), None);
+        let b = h.oldest("b", 10).await.unwrap();
+        h.remove(&b).await.unwrap();
+        assert_eq!(h.indexed_keys().await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -103,9 +103,18 @@ impl Replica {
         &self.hlc
     }
 
-    /// This replica's record of `key`.
+    /// This replica's record of `key`, merged with what it holds of the key
+    /// as hints for other nodes: a substitute answers a sloppy read with
+    /// the writes it took in a home replica's place.
     pub async fn read(&self, key: &[u8]) -> Result<Option<Record>, StorageError> {
-        self.store.read(key).await
+        let own = self.store.read(key).await?;
+        Ok(match self.hints.lookup(key).await? {
+            None => own,
+            Some(h) => Some(match own {
+                Some(o) => o.merge(&h),
+                None => h,
+            }),
+        })
     }
 
     /// Merges a record from a coordinator, a peer or a hint into this
@@ -208,5 +217,58 @@ fn lww_clock(rec: &Record) -> Option<u64> {
     match rec {
         Record::Lww(l) => Some(l.hlc),
         Record::Causal(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+    use crate::version::{LwwValue, Value};
+    use std::time::Duration;
+
+    fn lww(hlc: u64) -> Record {
+        Record::Lww(LwwValue {
+            hlc,
+            writer: "peer".into(),
+            value: Value {
+                data: Some(Bytes::from_static(b"v")),
+                expires_at_ms: 0,
+                written_at_ms: 1,
+            },
+        })
+    }
+
+    /// Issue 10 item 8: records applied in a batch (repair pulls, range
+    /// streams, hint hand-off) move the hybrid clock like single writes do,
+    /// so this node's next LWW write wins over them.
+    #[tokio::test]
+    async fn a_batch_of_lww_records_moves_the_clock_past_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("d"),
+            SyncMode::Never,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let hints = HintStore::open(&dir.path().join("h"), SyncMode::Never).unwrap();
+        let r = Replica::new("me", "me", store, hints, Arc::new(Metrics::new()));
+        // Two seconds ahead of this node's clock (within max_clock_skew).
+        let ahead = (now_ms() + 2_000) << 16;
+        r.apply_batch(vec![
+            (Bytes::from_static(b"a"), lww(ahead - 5)),
+            (Bytes::from_static(b"b"), lww(ahead)),
+        ])
+        .await
+        .unwrap();
+        assert!(r.hlc().now() > ahead, "the next local write would lose");
+        // One too far ahead is refused, and nothing of its batch applied.
+        let far = (now_ms() + 60_000) << 16;
+        let e = r
+            .apply_batch(vec![(Bytes::from_static(b"c"), lww(far))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::ClockSkew { .. }), "{e}");
+        assert!(r.read(b"c").await.unwrap().is_none());
     }
 }

@@ -51,10 +51,19 @@ pub enum StorageError {
     Clock(std::io::Error),
 }
 
+impl StorageError {
+    /// The disk is full or over quota: writes are refused until space
+    /// returns (the engine recovers by itself).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Engine(e) if e.is_no_space())
+    }
+}
+
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::ClockSkew { .. } => tonic::Status::failed_precondition(e.to_string()),
+            e if e.is_no_space() => tonic::Status::resource_exhausted(e.to_string()),
             e => tonic::Status::internal(e.to_string()),
         }
     }
