@@ -503,6 +503,25 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// A counter or gauge from node `i`'s `/metrics` (0 when absent or
+    /// unreachable).
+    pub async fn metric(&self, i: usize, name: &str) -> u64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = &self.endpoints(i).http;
+        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+            return 0;
+        };
+        let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return 0;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body).await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Node `i`'s own stored record of `key` (no quorum).
     pub async fn replica_record(&self, i: usize, key: &[u8]) -> Result<Option<Record>, String> {
         let addr = self.endpoints(i).admin.clone();

@@ -17,30 +17,10 @@ use ringkv_client::PutOptions;
 use ringkv_e2e::cluster::{Options, ProcessCluster, live_values};
 use ringkv_e2e::netns::Network;
 use ringkv_e2e::skip_if;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringkv-e2e-node");
 const F: usize = 4;
 const KEYS: usize = 12;
-
-/// A counter from node `i`'s `/metrics` (0 when absent).
-async fn counter(c: &ProcessCluster, i: usize, name: &str) -> u64 {
-    let Ok(mut s) = tokio::net::TcpStream::connect(&c.endpoints(i).http).await else {
-        return 0;
-    };
-    let req = format!(
-        "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n",
-        c.endpoints(i).http
-    );
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body).await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forward_its_sender_gave_up_on_never_runs_later() {
@@ -90,7 +70,7 @@ async fn a_forward_its_sender_gave_up_on_never_runs_later() {
     // detector or circuit breakers give up on the others: the first
     // writes are forwarded and time out.
     let net = c.network().unwrap();
-    let forwards_before = counter(&c, F, "ringkv_forwarded_writes_total").await;
+    let forwards_before = c.metric(F, "ringkv_forwarded_writes_total").await;
     net.partition(&[&[F], &[0, 1, 2, 3]]).unwrap();
     let mut f = c.client(F).await.unwrap();
     for (k, ctx) in keys.iter().zip(&contexts) {
@@ -102,7 +82,7 @@ async fn a_forward_its_sender_gave_up_on_never_runs_later() {
             .await
             .unwrap_or_else(|e| panic!("F refused a w=1 write of {k}: {e}"));
     }
-    let forwarded = counter(&c, F, "ringkv_forwarded_writes_total").await - forwards_before;
+    let forwarded = c.metric(F, "ringkv_forwarded_writes_total").await - forwards_before;
     assert!(
         forwarded >= 1,
         "no write was forwarded: the scenario did not happen"
@@ -149,7 +129,7 @@ async fn a_forward_its_sender_gave_up_on_never_runs_later() {
     }
     let mut refused = 0;
     for i in 0..4 {
-        refused += counter(&c, i, "ringkv_late_forwards_refused_total").await;
+        refused += c.metric(i, "ringkv_late_forwards_refused_total").await;
     }
     println!("{forwarded} forwards from F, {refused} refused late by their replica");
 

@@ -82,6 +82,35 @@ async fn wiped_node_is_restored_by_anti_entropy() {
     c.restart(victim).unwrap();
     // It comes back REPAIRING (no reads, not ready) and restores its ranges
     // from the other replicas by itself; everyone then sees it NORMAL.
+    // Meanwhile r=one reads it coordinates never answer from its own empty
+    // store: every key it held is found (errors while it learns the ring
+    // are no wrong answer; a miss is).
+    let mut through_victim = c.client(victim).await.unwrap();
+    let (mut misses, mut found, mut repairing_seen) = (Vec::new(), 0, false);
+    for &i in &held {
+        let k = format!("key-{i}");
+        if let Ok(g) = through_victim.get_with(&k, "one").await {
+            if g.found() {
+                found += 1;
+            } else {
+                misses.push(k);
+            }
+        }
+        if !repairing_seen && let Ok(s) = c.status(victim).await {
+            repairing_seen = s.state == ringkv_client::pb::NodeState::Repairing as i32;
+        }
+    }
+    println!(
+        "[{:?}] r=one reads through the restarted node: {found} found, {} missing (REPAIRING seen: {repairing_seen})",
+        t0.elapsed(),
+        misses.len()
+    );
+    assert!(
+        misses.is_empty(),
+        "the wiped node answered {} reads from its empty store, e.g. {:?}",
+        misses.len(),
+        &misses[..misses.len().min(5)]
+    );
     c.wait_all_alive(4).await.unwrap();
     let took = started.elapsed();
     let after = c.status(victim).await.unwrap().repair.unwrap_or_default();

@@ -69,10 +69,10 @@ pub(crate) struct State {
     mem: Arc<Memtable>,
     /// Immutable memtables waiting for flush, oldest first.
     imm: VecDeque<Arc<Memtable>>,
-    version: Arc<Version>,
+    pub(crate) version: Arc<Version>,
     manifest: LogWriter,
     manifest_number: u64,
-    next_file: u64,
+    pub(crate) next_file: u64,
     pub(crate) bg_error: Option<Error>,
     /// A manifest write failed: the edit may or may not be on disk and the
     /// file may end in a torn record, so the next edit starts a new
@@ -102,7 +102,7 @@ impl State {
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
-    cache: Arc<BlockCache>,
+    pub(crate) cache: Arc<BlockCache>,
     sv: ArcSwap<SuperVersion>,
     pub(crate) state: Mutex<State>,
     /// Wakes the background threads.
@@ -125,7 +125,7 @@ pub(crate) struct Inner {
 /// background threads (unflushed writes stay in the WAL); `close` also
 /// flushes.
 pub struct Db {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -205,7 +205,7 @@ struct Recovered {
     unflushed: Option<Memtable>,
 }
 
-fn parse_number(name: &str, suffix: &str) -> Option<u64> {
+pub(crate) fn parse_number(name: &str, suffix: &str) -> Option<u64> {
     name.strip_suffix(suffix)?.parse().ok()
 }
 
@@ -273,6 +273,60 @@ pub(crate) fn insert_ops<'a>(
     seq - first_seq
 }
 
+/// The file set a manifest describes.
+#[derive(Debug, Default)]
+pub(crate) struct ManifestState {
+    pub(crate) metas: Vec<(usize, FileMeta)>,
+    pub(crate) next_file: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) log_number: u64,
+}
+
+/// Replays the manifest `CURRENT` names; `None` when there is no `CURRENT`.
+/// Reads only.
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<ManifestState>> {
+    let Some(name) = read_current(dir)? else {
+        return Ok(None);
+    };
+    let mut st = ManifestState {
+        next_file: 1,
+        ..Default::default()
+    };
+    let path = dir.join(&name);
+    let contents = match read_log(&path, |p, _| VersionEdit::decode(p).is_some()) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::corruption(
+                dir.join("CURRENT"),
+                0,
+                format!("names missing manifest {name}"),
+            ));
+        }
+        other => other?,
+    };
+    // The first record is a snapshot, durable before CURRENT named
+    // this file: if it is unreadable the file set is unknown, and
+    // treating it as a torn tail would make every table an orphan.
+    if contents.records.is_empty() {
+        return Err(Error::corruption(
+            &path,
+            0,
+            "manifest has no readable snapshot record",
+        ));
+    }
+    for (off, payload) in contents.payloads() {
+        let edit = VersionEdit::decode(payload)
+            .ok_or_else(|| Error::corruption(&path, off, "undecodable manifest edit"))?;
+        for (l, n) in &edit.deleted {
+            st.metas.retain(|(ml, m)| !(ml == l && m.number == *n));
+        }
+        st.metas.extend(edit.added);
+        st.log_number = edit.log_number.unwrap_or(st.log_number);
+        st.next_file = edit.next_file.unwrap_or(st.next_file);
+        st.last_seq = edit.last_seq.unwrap_or(st.last_seq);
+    }
+    Ok(Some(st))
+}
+
 fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let mut tables = Vec::new();
     let mut wals = Vec::new();
@@ -297,54 +351,20 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             obsolete.push(entry.path());
         }
     }
-    let mut metas: Vec<(usize, FileMeta)> = Vec::new();
-    let mut next_file = 1;
-    let mut last_seq = 0;
-    let mut log_number = 0;
-    match read_current(dir)? {
-        Some(name) => {
-            let path = dir.join(&name);
-            let contents = match read_log(&path, |p, _| VersionEdit::decode(p).is_some()) {
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::corruption(
-                        dir.join("CURRENT"),
-                        0,
-                        format!("names missing manifest {name}"),
-                    ));
-                }
-                other => other?,
-            };
-            // The first record is a snapshot, durable before CURRENT named
-            // this file: if it is unreadable the file set is unknown, and
-            // treating it as a torn tail would make every table an orphan.
-            if contents.records.is_empty() {
-                return Err(Error::corruption(
-                    &path,
-                    0,
-                    "manifest has no readable snapshot record",
-                ));
-            }
-            for (off, payload) in contents.payloads() {
-                let edit = VersionEdit::decode(payload)
-                    .ok_or_else(|| Error::corruption(&path, off, "undecodable manifest edit"))?;
-                for (l, n) in &edit.deleted {
-                    metas.retain(|(ml, m)| !(ml == l && m.number == *n));
-                }
-                metas.extend(edit.added);
-                log_number = edit.log_number.unwrap_or(log_number);
-                next_file = edit.next_file.unwrap_or(next_file);
-                last_seq = edit.last_seq.unwrap_or(last_seq);
-            }
-        }
-        None if !tables.is_empty() || !wals.is_empty() => {
-            return Err(Error::corruption(
-                dir.join("CURRENT"),
-                0,
-                "CURRENT is missing but the directory holds tables or logs",
-            ));
-        }
-        None => {}
+    let m = read_manifest(dir)?;
+    if m.is_none() && (!tables.is_empty() || !wals.is_empty()) {
+        return Err(Error::corruption(
+            dir.join("CURRENT"),
+            0,
+            "CURRENT is missing but the directory holds tables or logs",
+        ));
     }
+    let ManifestState {
+        metas,
+        mut next_file,
+        mut last_seq,
+        log_number,
+    } = m.unwrap_or_default();
     next_file = next_file.max(max_number + 1);
     let mut files = Vec::new();
     for (level, meta) in metas {
@@ -673,40 +693,11 @@ impl Db {
 
     fn lookup(&self, key: &[u8], io: bool) -> Result<Cached> {
         self.check_open()?;
-        if key.len() > MAX_KEY_BYTES {
-            return Ok(Cached::Value(None));
-        }
         let inner = &*self.inner;
         let sv = inner.sv.load();
         let seq = inner.visible_seq.load(Ordering::Acquire);
         let now = inner.opts.clock.now_unix_ms();
-        let mut buf = Vec::with_capacity(key.len() + 8);
-        for mem in sv.memtables() {
-            if let Some(v) = mem.get(key, seq, &mut buf, |e| {
-                Entry::decode(e)
-                    .and_then(|e| e.live_value(now))
-                    .map(<[u8]>::to_vec)
-            }) {
-                return Ok(Cached::Value(v));
-            }
-        }
-        // Found(None): an entry that does not decode (bytes that passed their
-        // checksum but are not ours — reported, never served).
-        let found = sv
-            .version
-            .get(&inner.cache, key, bloom::hash(key), io, |e| {
-                Entry::decode(e).map(|entry| entry.live_value(now).map(<[u8]>::to_vec))
-            })?;
-        match found {
-            Probe::Found(Some(value)) => Ok(Cached::Value(value)),
-            Probe::Found(None) => Err(Error::corruption(
-                &inner.dir,
-                0,
-                format!("undecodable stored entry for key {key:?}"),
-            )),
-            Probe::Absent => Ok(Cached::Value(None)),
-            Probe::NeedsIo => Ok(Cached::NeedsIo),
-        }
+        lookup_in(&sv, seq, &inner.cache, &inner.dir, now, key, io)
     }
 
     /// Ordered scan over a consistent snapshot taken now; writes made after
@@ -716,51 +707,14 @@ impl Db {
         let inner = &*self.inner;
         let sv = inner.sv.load_full();
         let seq = inner.visible_seq.load(Ordering::Acquire);
-        let mut sources: Vec<Box<dyn Source>> = Vec::new();
-        for m in sv.memtables() {
-            sources.push(Box::new(MemSource::new(Arc::clone(m), seq)));
-        }
-        for f in &sv.version.levels[0] {
-            sources.push(Box::new(TableIter::new(
-                Arc::clone(f),
-                Arc::clone(&inner.cache),
-                true,
-            )));
-        }
-        for level in &sv.version.levels[1..] {
-            if !level.is_empty() {
-                sources.push(Box::new(LevelSource::new(
-                    level.clone(),
-                    Arc::clone(&inner.cache),
-                    true,
-                )));
-            }
-        }
-        let mut merge = Merge::new(sources);
-        match range.start_bound() {
-            Bound::Included(k) => merge.seek(k.as_ref())?,
-            Bound::Excluded(k) => {
-                merge.seek(k.as_ref())?;
-                if merge.valid() && merge.key() == k.as_ref() {
-                    merge.next()?;
-                }
-            }
-            Bound::Unbounded => merge.seek_to_first()?,
-        }
-        let end = match range.end_bound() {
-            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        Ok(Scan {
-            merge,
-            end,
-            now: inner.opts.clock.now_unix_ms(),
-            dir: inner.dir.clone(),
-            pending: None,
-            done: false,
-            _sv: sv,
-        })
+        Scan::new(
+            sv,
+            seq,
+            &inner.cache,
+            &inner.dir,
+            inner.opts.clock.now_unix_ms(),
+            range,
+        )
     }
 
     /// Scan of every key.
@@ -888,7 +842,47 @@ impl Drop for Db {
     }
 }
 
-fn write_snapshot_manifest(
+/// The live value of `key` in `sv` at sequence `seq`, expiry judged at `now`.
+pub(crate) fn lookup_in(
+    sv: &SuperVersion,
+    seq: u64,
+    cache: &BlockCache,
+    dir: &Path,
+    now: u64,
+    key: &[u8],
+    io: bool,
+) -> Result<Cached> {
+    if key.len() > MAX_KEY_BYTES {
+        return Ok(Cached::Value(None));
+    }
+    let mut buf = Vec::with_capacity(key.len() + 8);
+    for mem in sv.memtables() {
+        if let Some(v) = mem.get(key, seq, &mut buf, |e| {
+            Entry::decode(e)
+                .and_then(|e| e.live_value(now))
+                .map(<[u8]>::to_vec)
+        }) {
+            return Ok(Cached::Value(v));
+        }
+    }
+    // Found(None): an entry that does not decode (bytes that passed their
+    // checksum but are not ours — reported, never served).
+    let found = sv.version.get(cache, key, bloom::hash(key), io, |e| {
+        Entry::decode(e).map(|entry| entry.live_value(now).map(<[u8]>::to_vec))
+    })?;
+    match found {
+        Probe::Found(Some(value)) => Ok(Cached::Value(value)),
+        Probe::Found(None) => Err(Error::corruption(
+            dir,
+            0,
+            format!("undecodable stored entry for key {key:?}"),
+        )),
+        Probe::Absent => Ok(Cached::Value(None)),
+        Probe::NeedsIo => Ok(Cached::NeedsIo),
+    }
+}
+
+pub(crate) fn write_snapshot_manifest(
     dir: &Path,
     number: u64,
     version: &Version,
@@ -1380,6 +1374,63 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// A scan of `range` over the memtables and tables of `sv`, seeing
+    /// sequence numbers up to `seq`, expiry judged at `now`.
+    pub(crate) fn new<K: AsRef<[u8]>, R: RangeBounds<K>>(
+        sv: Arc<SuperVersion>,
+        seq: u64,
+        cache: &Arc<BlockCache>,
+        dir: &Path,
+        now: u64,
+        range: R,
+    ) -> Result<Scan> {
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        for m in sv.memtables() {
+            sources.push(Box::new(MemSource::new(Arc::clone(m), seq)));
+        }
+        for f in &sv.version.levels[0] {
+            sources.push(Box::new(TableIter::new(
+                Arc::clone(f),
+                Arc::clone(cache),
+                true,
+            )));
+        }
+        for level in &sv.version.levels[1..] {
+            if !level.is_empty() {
+                sources.push(Box::new(LevelSource::new(
+                    level.clone(),
+                    Arc::clone(cache),
+                    true,
+                )));
+            }
+        }
+        let mut merge = Merge::new(sources);
+        match range.start_bound() {
+            Bound::Included(k) => merge.seek(k.as_ref())?,
+            Bound::Excluded(k) => {
+                merge.seek(k.as_ref())?;
+                if merge.valid() && merge.key() == k.as_ref() {
+                    merge.next()?;
+                }
+            }
+            Bound::Unbounded => merge.seek_to_first()?,
+        }
+        let end = match range.end_bound() {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Ok(Scan {
+            merge,
+            end,
+            now,
+            dir: dir.to_path_buf(),
+            pending: None,
+            done: false,
+            _sv: sv,
+        })
+    }
+
     fn past_end(&self, key: &[u8]) -> bool {
         match &self.end {
             Bound::Included(e) => key > e.as_slice(),

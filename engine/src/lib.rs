@@ -26,6 +26,7 @@
 
 mod batch;
 mod cache;
+mod checkpoint;
 mod coding;
 mod compaction;
 mod db;
@@ -35,6 +36,7 @@ mod iter;
 mod manifest;
 mod memtable;
 mod options;
+mod readonly;
 mod record;
 mod space;
 mod sst;
@@ -44,7 +46,9 @@ mod write;
 pub mod fuzzing;
 
 pub use batch::{MAX_KEY_BYTES, MAX_VALUE_BYTES, WriteBatch};
+pub use checkpoint::{Checkpoint, CheckpointFile};
 pub use db::{Cached, Db, Scan, Stats};
 pub use error::{Error, Result};
 pub use options::{Clock, Compression, ManualClock, Options, SyncPolicy, SystemClock};
+pub use readonly::ReadOnlyDb;
 pub use write::Commit;

@@ -4,6 +4,7 @@
 //! `api → {coordinator, repair} → {replica, ring, version, membership, transport} → engine`.
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod coordinator;
 mod durable;

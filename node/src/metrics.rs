@@ -97,6 +97,8 @@ pub struct Metrics {
     /// TLS handshakes that failed (no or a foreign client certificate,
     /// garbage, timeout).
     pub tls_handshakes_failed: Family<HandshakeLabels, Counter>,
+    /// Snapshots, backups and restores (node/src/backup).
+    pub backup: crate::backup::BackupMetrics,
     engine: EngineMetrics,
 }
 
@@ -370,8 +372,11 @@ impl Metrics {
             "1 while the storage engine refuses writes for lack of disk space (it takes them again by itself once space is freed)",
             engine.no_space.clone(),
         );
+        let backup = crate::backup::BackupMetrics::default();
+        backup.register(&mut registry);
         Metrics {
             engine,
+            backup,
             registry,
             requests,
             latency,

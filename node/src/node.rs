@@ -399,6 +399,7 @@ impl RunningNode {
                 max_hint_window: config.max_hint_window,
                 rate: config.hint_delivery_rate,
                 tick: config.gossip_interval.min(Duration::from_secs(1)),
+                max_batch_bytes: config.max_value_bytes,
             },
         };
         tasks.push(tokio::spawn(handoff.run(stop_rx.clone())));
@@ -408,7 +409,16 @@ impl RunningNode {
             ));
         }
 
+        let backups = crate::backup::Backups::new(
+            config.clone(),
+            replica.clone(),
+            membership.clone(),
+            topology.clone(),
+            client.clone(),
+            metrics.clone(),
+        );
         let state = ApiState {
+            backups,
             config: config.clone(),
             coord: coordinator.clone(),
             replica: replica.clone(),

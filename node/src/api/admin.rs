@@ -69,6 +69,8 @@ pub fn status(state: &ApiState) -> pb::StatusResponse {
         cleanup: Some(state.cleanup.status()),
         removal: Some(state.remover.status()),
         removed_nodes: state.remover.removed_nodes(),
+        backup: Some(state.backups.backup_status()),
+        restore: Some(state.backups.restore_status()),
     }
 }
 
@@ -136,5 +138,117 @@ impl Admin for AdminService {
         self.state.replica.hints().flush().await?;
         tracing::info!("drained");
         Ok(Response::new(pb::DrainResponse {}))
+    }
+    // --- Snapshots, backups and restore: node/src/backup ---
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let info = self.state.backups.snapshot(req.into_inner().id).await?;
+        Ok(Response::new(pb::SnapshotResponse {
+            snapshot: Some(info.to_proto()),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let list = self.state.backups.list_snapshots().await?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: list.iter().map(|s| s.to_proto()).collect(),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let deleted = self
+            .state
+            .backups
+            .delete_snapshot(req.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::DeleteSnapshotResponse { deleted }))
+    }
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let r = req.into_inner();
+        let (started, backup_id) = self.state.backups.start_backup(
+            &r.url,
+            r.options,
+            &r.backup_id,
+            r.rate_limit_bytes_per_sec,
+        )?;
+        Ok(Response::new(pb::BackupResponse { started, backup_id }))
+    }
+
+    async fn restore_records(
+        &self,
+        req: Request<pb::RestoreRecordsRequest>,
+    ) -> Result<Response<pb::RestoreRecordsResponse>, Status> {
+        let replica_writes = self
+            .state
+            .backups
+            .restore_records(req.into_inner().items)
+            .await?;
+        Ok(Response::new(pb::RestoreRecordsResponse { replica_writes }))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        let r = req.into_inner();
+        let (started, backup_id) =
+            self.state
+                .backups
+                .start_restore(&r.url, r.options, &r.backup_id)?;
+        Ok(Response::new(pb::RestoreResponse { started, backup_id }))
+    }
+
+    async fn prune_backups(
+        &self,
+        req: Request<pb::PruneBackupsRequest>,
+    ) -> Result<Response<pb::PruneBackupsResponse>, Status> {
+        let r = req.into_inner();
+        let retention = crate::backup::retention_of(&r);
+        let report = self
+            .state
+            .backups
+            .prune(&r.url, r.options, &retention)
+            .await?;
+        Ok(Response::new(pb::PruneBackupsResponse {
+            kept: report.kept,
+            deleted: report.deleted,
+            objects_deleted: report.objects_deleted,
+            bytes_freed: report.bytes_freed,
+        }))
+    }
+
+    async fn list_backups(
+        &self,
+        req: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let r = req.into_inner();
+        let backups = self.state.backups.list_backups(&r.url, r.options).await?;
+        Ok(Response::new(pb::ListBackupsResponse { backups }))
+    }
+
+    async fn verify_backup(
+        &self,
+        req: Request<pb::VerifyBackupRequest>,
+    ) -> Result<Response<pb::VerifyBackupResponse>, Status> {
+        let r = req.into_inner();
+        let resp = self
+            .state
+            .backups
+            .verify_backup(&r.url, r.options, &r.backup_id)
+            .await?;
+        Ok(Response::new(resp))
     }
 }

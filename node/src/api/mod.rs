@@ -98,6 +98,7 @@ pub struct ApiState {
     pub moves: Arc<crate::repair::Moves>,
     pub cleanup: Arc<crate::repair::Cleaner>,
     pub remover: Arc<crate::repair::Remover>,
+    pub backups: Arc<crate::backup::Backups>,
 }
 
 pub fn outcome_label(e: &CoordError) -> &'static str {

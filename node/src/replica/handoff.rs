@@ -19,9 +19,6 @@ use crate::transport::InternodeClient;
 
 /// Hints sent per WriteBatch call at most.
 const BATCH: usize = 512;
-/// Record bytes per WriteBatch call at most (a single larger hint still
-/// goes, alone): well under the peer's message limit.
-const BATCH_BYTES: usize = 4 << 20;
 /// Failed deliveries are logged at most this often per target.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -32,6 +29,10 @@ pub struct HandoffSettings {
     pub rate: u64,
     /// How often to look for deliverable hints.
     pub tick: Duration,
+    /// Key + record bytes per WriteBatch call at most (a single larger hint
+    /// still goes, alone). The node's `max_value_bytes`: a peer accepts
+    /// twice (max_value_bytes + 256 KiB) per message, so a batch always fits.
+    pub max_batch_bytes: usize,
 }
 
 /// What hand-off works with.
@@ -118,7 +119,7 @@ impl Handoff {
             let Some(m) = member.filter(|m| m.alive && !self.client.is_suspect(&m.node_id)) else {
                 return Ok(());
             };
-            let fresh = bounded(fresh, BATCH_BYTES);
+            let fresh = bounded(fresh, self.settings.max_batch_bytes);
             limiter.acquire(fresh.len() as u64).await;
             let items: Vec<pb::KeyRecord> = fresh
                 .iter()

@@ -127,6 +127,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl HintStore {
+    /// A crash-consistent checkpoint of the hints in `dir` (see
+    /// `Db::checkpoint`). Blocking.
+    pub fn checkpoint_blocking(
+        &self,
+        dir: &Path,
+    ) -> Result<ringkv_engine::Checkpoint, StorageError> {
+        Ok(self.inner.db.checkpoint(dir)?)
+    }
+
+    /// Decodes one stored hint (engine key and value), e.g. read from a
+    /// checkpoint of the hint store.
+    pub fn parse_entry(id: &[u8], value: &[u8]) -> Result<Hint, StorageError> {
+        parse(id, value)
+    }
     pub fn open(dir: &Path, sync: SyncMode) -> Result<HintStore, StorageError> {
         let opts = Options {
             sync: match sync {

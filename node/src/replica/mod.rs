@@ -219,3 +219,56 @@ fn lww_clock(rec: &Record) -> Option<u64> {
         Record::Causal(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+    use crate::version::{LwwValue, Value};
+    use std::time::Duration;
+
+    fn lww(hlc: u64) -> Record {
+        Record::Lww(LwwValue {
+            hlc,
+            writer: "peer".into(),
+            value: Value {
+                data: Some(Bytes::from_static(b"v")),
+                expires_at_ms: 0,
+                written_at_ms: 1,
+            },
+        })
+    }
+
+    /// Issue 10 item 8: records applied in a batch (repair pulls, range
+    /// streams, hint hand-off) move the hybrid clock like single writes do,
+    /// so this node's next LWW write wins over them.
+    #[tokio::test]
+    async fn a_batch_of_lww_records_moves_the_clock_past_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("d"),
+            SyncMode::Never,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let hints = HintStore::open(&dir.path().join("h"), SyncMode::Never).unwrap();
+        let r = Replica::new("me", "me", store, hints, Arc::new(Metrics::new()));
+        // Two seconds ahead of this node's clock (within max_clock_skew).
+        let ahead = (now_ms() + 2_000) << 16;
+        r.apply_batch(vec![
+            (Bytes::from_static(b"a"), lww(ahead - 5)),
+            (Bytes::from_static(b"b"), lww(ahead)),
+        ])
+        .await
+        .unwrap();
+        assert!(r.hlc().now() > ahead, "the next local write would lose");
+        // One too far ahead is refused, and nothing of its batch applied.
+        let far = (now_ms() + 60_000) << 16;
+        let e = r
+            .apply_batch(vec![(Bytes::from_static(b"c"), lww(far))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::ClockSkew { .. }), "{e}");
+        assert!(r.read(b"c").await.unwrap().is_none());
+    }
+}

@@ -386,6 +386,15 @@ impl Store {
         self.inner.db.stats()
     }
 
+    /// A crash-consistent checkpoint of the records in `dir` (hard-linked
+    /// tables; see `Db::checkpoint`). Blocking: flushes first.
+    pub fn checkpoint_blocking(
+        &self,
+        dir: &Path,
+    ) -> Result<ringkv_engine::Checkpoint, StorageError> {
+        Ok(self.inner.db.checkpoint(dir)?)
+    }
+
     pub async fn flush(&self) -> Result<(), StorageError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.db.flush().map_err(StorageError::from))

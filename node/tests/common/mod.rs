@@ -2,6 +2,8 @@
 //! its own temp dir, one shared fault injector.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! `ringkv`: the ringkv command line.
 
+mod backup;
 mod bench;
 mod local;
 
@@ -187,6 +188,16 @@ enum Cmd {
         #[arg(long)]
         wait: bool,
     },
+    /// Take, list or delete a snapshot on the node (--admin).
+    #[command(subcommand)]
+    Snapshot(backup::SnapshotCmd),
+    /// Back the whole cluster up to object storage (every live node under one
+    /// backup id, incremental); or verify, list, prune backups.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the running cluster of --admin (any size): the
+    /// backup is verified first, then every record is merged into its
+    /// current replicas.
+    Restore(backup::RestoreArgs),
     /// Run a local cluster of real node processes on loopback.
     Local(local::LocalArgs),
     /// Drive a running cluster with load and print throughput and latency.
@@ -413,6 +424,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 }
             }
         }
+        Cmd::Snapshot(c) => backup::snapshot(&cli.admin, c).await,
+        Cmd::Backup(args) => backup::backup(&cli.admin, args).await,
+        Cmd::Restore(args) => backup::restore_cmd(&cli.admin, args).await,
         Cmd::Local(args) => local::run(args).await,
         Cmd::Bench(args) => bench::run(args, opts).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
@@ -572,6 +586,22 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
                     "node_id": r.node_id, "generation": r.generation, "done": r.done,
                     "removed_by": r.removed_by, "at_unix_ms": r.at_unix_ms,
                 })).collect::<Vec<_>>(),
+                "backup": s.backup.as_ref().map(|b| serde_json::json!({
+                    "running": b.running, "backup_id": b.backup_id, "phase": b.phase,
+                    "url": b.url, "files_total": b.files_total, "files_done": b.files_done,
+                    "files_uploaded": b.files_uploaded, "bytes_total": b.bytes_total,
+                    "bytes_uploaded": b.bytes_uploaded, "bytes_skipped": b.bytes_skipped,
+                    "started_unix_ms": b.started_unix_ms, "finished_unix_ms": b.finished_unix_ms,
+                    "error": b.error, "last_completed_id": b.last_completed_id,
+                    "last_completed_unix_ms": b.last_completed_unix_ms,
+                })),
+                "restore": s.restore.as_ref().map(|r| serde_json::json!({
+                    "running": r.running, "backup_id": r.backup_id, "phase": r.phase,
+                    "url": r.url, "bytes_downloaded": r.bytes_downloaded,
+                    "bytes_total": r.bytes_total, "keys_loaded": r.keys_loaded,
+                    "started_unix_ms": r.started_unix_ms, "finished_unix_ms": r.finished_unix_ms,
+                    "error": r.error,
+                })),
             })
         );
         return;
@@ -642,6 +672,45 @@ fn print_status(s: &ringkv_client::StatusResponse, json: bool) {
         && r.phase != ringkv_client::pb::remove_node_status::Phase::NotStarted as i32
     {
         println!("{}", removal_line(r));
+    }
+    if let Some(b) = &s.backup
+        && !b.backup_id.is_empty()
+    {
+        println!(
+            "backup {} to {}: {}, files {}/{} ({} uploaded), {} of {} bytes uploaded, {} skipped{}",
+            b.backup_id,
+            b.url,
+            b.phase,
+            b.files_done,
+            b.files_total,
+            b.files_uploaded,
+            b.bytes_uploaded,
+            b.bytes_total,
+            b.bytes_skipped,
+            if b.error.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", b.error)
+            }
+        );
+    }
+    if let Some(r) = &s.restore
+        && !r.backup_id.is_empty()
+    {
+        println!(
+            "restore of {} from {}: {}, {} of {} bytes downloaded, {} keys loaded{}",
+            r.backup_id,
+            r.url,
+            r.phase,
+            r.bytes_downloaded,
+            r.bytes_total,
+            r.keys_loaded,
+            if r.error.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", r.error)
+            }
+        );
     }
     for r in &s.removed_nodes {
         println!(
