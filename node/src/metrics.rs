@@ -92,13 +92,13 @@ pub struct Metrics {
     pub gossip_dropped: Family<ReasonLabel, Counter>,
     pub gossip_accepted: Counter,
     pub gossip_implausible: Gauge,
+    /// Snapshots, backups and restores (node/src/backup).
+    pub backup: crate::backup::BackupMetrics,
     /// Requests refused by authentication/authorization (`security::auth`).
     pub auth_refused: Family<AuthLabels, Counter>,
     /// TLS handshakes that failed (no or a foreign client certificate,
     /// garbage, timeout).
     pub tls_handshakes_failed: Family<HandshakeLabels, Counter>,
-    /// Snapshots, backups and restores (node/src/backup).
-    pub backup: crate::backup::BackupMetrics,
     engine: EngineMetrics,
 }
 
