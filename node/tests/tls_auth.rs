@@ -440,8 +440,10 @@ async fn a_certificate_rotated_on_disk_is_used_while_writes_keep_succeeding() {
     // client connection every few writes, so both old and new sessions run.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let errors = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
     let writer = {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let errors = errors.clone();
         let (addr, ca) = (c.nodes[0].addrs.grpc, pki.ca_path());
         tokio::spawn(async move {
             let mut i = 0u64;
@@ -454,7 +456,7 @@ async fn a_certificate_rotated_on_disk_is_used_while_writes_keep_succeeding() {
                     match kv.put(req).await {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
-                            eprintln!("write {i} failed: {e:?}");
+                            errors.lock().push(format!("write {i}: {e:?}"));
                             failed.fetch_add(1, Ordering::Relaxed)
                         }
                     };
@@ -507,7 +509,8 @@ async fn a_certificate_rotated_on_disk_is_used_while_writes_keep_succeeding() {
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
-        "writes failed during rotation"
+        "writes failed during rotation: {:?}",
+        errors.lock()
     );
     eprintln!("{} writes at W=3, none failed", ok.load(Ordering::Relaxed));
     c.stop().await;
