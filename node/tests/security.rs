@@ -94,6 +94,20 @@ async fn forged_records_over_internode_are_refused_and_nothing_is_stored() {
     let c = Cluster::start(3, |_| {}).await;
     let mut kv = c.kv(0).await;
     put(&mut kv, "k", "v1", "").await.unwrap();
+    // W=2 acknowledged; wait for the third replica's copy too (it is read
+    // below to build a valid batch item).
+    eventually(
+        std::time::Duration::from_secs(10),
+        "every replica to hold k",
+        || async {
+            let mut all = true;
+            for i in 0..3 {
+                all &= !c.local_values(i, b"k").await.is_empty();
+            }
+            all
+        },
+    )
+    .await;
     for counter in [u64::MAX, 0, 1 << 60] {
         for i in 0..3 {
             let mut ic = internode(&c, i).await;
