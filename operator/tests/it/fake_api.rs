@@ -45,6 +45,8 @@ struct State {
     uid: u64,
     /// Requests answered with this status instead (plural -> code), for failure tests.
     fail: BTreeMap<String, u16>,
+    /// API groups served for discovery: `group/version` -> resource plurals.
+    discovery: BTreeMap<String, Vec<String>>,
 }
 
 impl State {
@@ -152,6 +154,22 @@ impl FakeApi {
     }
 
     /// Make every request on `plural` fail with `code` (0 = stop failing).
+    /// Serves `group_version` (e.g. `cert-manager.io/v1`) in discovery; `None` stops.
+    pub fn serve_group(&self, group_version: &str, resources: Option<&[&str]>) {
+        let mut st = self.state.lock().unwrap();
+        match resources {
+            Some(r) => {
+                st.discovery.insert(
+                    group_version.to_string(),
+                    r.iter().map(|s| s.to_string()).collect(),
+                );
+            }
+            None => {
+                st.discovery.remove(group_version);
+            }
+        }
+    }
+
     pub fn fail(&self, plural: &str, code: u16) {
         let mut s = self.state.lock().unwrap();
         if code == 0 {
@@ -275,6 +293,19 @@ impl FakeApi {
         content_type: &str,
         body: &[u8],
     ) -> (u16, Value) {
+        if method == http::Method::GET
+            && let Some(gv) = uri.path().strip_prefix("/apis/")
+            && let Some(resources) = self.state.lock().unwrap().discovery.get(gv)
+        {
+            let resources: Vec<Value> = resources
+                .iter()
+                .map(|r| json!({"name": r, "namespaced": true, "kind": r, "verbs": ["get", "create", "patch"], "singularName": ""}))
+                .collect();
+            return (
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+            );
+        }
         let Some(p) = parse_path(uri.path()) else {
             return status(404, "NotFound", &format!("unknown path {}", uri.path()));
         };

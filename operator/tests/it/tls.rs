@@ -353,3 +353,71 @@ async fn a_missing_user_tls_secret_fails_the_reconcile_with_its_name() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn cert_manager_is_used_when_installed_and_stays_once_it_issued() {
+    let h = Harness::new(spec(3, json!({"tls": {}}))).await;
+    h.api
+        .serve_group("cert-manager.io/v1", Some(&["certificates", "issuers"]));
+    h.tick().await;
+    let certs: Vec<String> = h
+        .api
+        .list("certificates", NS)
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "kv-ca",
+        "kv-zone-a-tls",
+        "kv-zone-b-tls",
+        "kv-zone-c-tls",
+        "kv-operator-tls",
+    ] {
+        assert!(
+            certs.iter().any(|c| c == want),
+            "no Certificate {want} in {certs:?}"
+        );
+    }
+    let issuers: Vec<String> = h
+        .api
+        .list("issuers", NS)
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(issuers.len(), 2, "{issuers:?}");
+    assert!(
+        h.api.get("secrets", NS, "kv-ca").is_none(),
+        "cert-manager writes it, not the operator"
+    );
+    let sts = h.api.get("statefulsets", NS, "kv-zone-a").unwrap();
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        env.iter().all(|e| e["name"] != "RINGKV_TLS_CERT"),
+        "one certificate per zone: tls.crt"
+    );
+
+    // cert-manager issued; then its CRDs vanish (an upgrade): the cluster keeps it.
+    h.api.insert(
+        "api/v1",
+        "secrets",
+        NS,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "kv-zone-a-tls", "annotations": {"cert-manager.io/certificate-name": "kv-zone-a-tls"}},
+               "data": {}}),
+    );
+    h.api.serve_group("cert-manager.io/v1", None);
+    h.tick().await;
+    assert!(
+        h.api.get("secrets", NS, "kv-ca").is_none(),
+        "no switch to the operator's CA"
+    );
+    let sts = h.api.get("statefulsets", NS, "kv-zone-a").unwrap();
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(env.iter().all(|e| e["name"] != "RINGKV_TLS_CERT"));
+}
