@@ -56,16 +56,23 @@ fn addr(kvc: &KVCluster, ns: &str, pod: &str, sec: &SecurityObservation) -> Node
 }
 
 /// Pods of each zone, in ordinal order, that the StatefulSets run.
+/// Every zone's nodes in ordinal order: the pods the operator asked for
+/// their status (its StatefulSets' ordinals), whether or not their Pod
+/// objects are visible yet.
 fn zone_pods(kvc: &KVCluster, obs: &Observed) -> Vec<Vec<String>> {
     let name = kvc.name_any();
     kvc.spec
         .zones
         .iter()
         .map(|z| {
-            obs.zone_pods(&name, &z.name)
+            let prefix = format!("{}-", names::statefulset(&name, &z.name));
+            let mut pods: Vec<(i32, String)> = obs
+                .nodes
                 .keys()
-                .map(|o| names::pod(&name, &z.name, *o))
-                .collect()
+                .filter_map(|p| Some((p.strip_prefix(&prefix)?.parse().ok()?, p.clone())))
+                .collect();
+            pods.sort();
+            pods.into_iter().map(|(_, p)| p).collect()
         })
         .collect()
 }
