@@ -862,18 +862,7 @@ async fn reads_ask_r_replicas_first_and_more_only_when_one_is_slow_or_down() {
         || async { !c.local_values(third, key.as_bytes()).await.is_empty() },
     )
     .await;
-    let spec = |c: &Cluster| {
-        c.nodes[coord]
-            .metrics
-            .encode()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("ringkv_speculative_reads_total ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let spec = |c: &Cluster| c.metric(coord, "ringkv_speculative_reads_total");
     // Healthy replicas: R=2 reads ask two (this node and one more), never
     // the third, unless a read took longer than the speculation delay.
     let calls = c.faults.calls();

@@ -172,6 +172,16 @@ impl Cluster {
         .unwrap_or_default()
     }
 
+    /// A counter or gauge from node `i`'s metrics (0 when absent).
+    pub fn metric(&self, i: usize, name: &str) -> u64 {
+        self.nodes[i]
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn total_records(&self) -> u64 {
         let mut n = 0;
         for node in &self.nodes {
