@@ -8,8 +8,7 @@
 //! loads it into a fresh 5-node cluster: same siblings, deletes stay deleted.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,70 +34,19 @@ impl Drop for Local {
     }
 }
 
-/// The S3 server (moto) or nothing; see node/tests/common/s3.rs.
-struct Moto {
-    child: Child,
-    port: u16,
-}
+// The node tests' loopback S3 server (moto), shared by path.
+#[allow(dead_code)]
+#[path = "../../node/tests/common/s3.rs"]
+mod s3;
+#[allow(dead_code)]
+#[path = "../../node/tests/common/server.rs"]
+mod server;
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Result<Moto, String> {
-    let bin = std::env::var_os("RINGKV_MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server")
-        });
-    if !bin.exists() {
-        return Err(format!("{} not found (.ci/run installs it)", bin.display()));
-    }
-    let mut child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Drains moto's request log to the end so it never blocks on the pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
-                let p: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                if let (Some(tx), Ok(p)) = (tx.take(), p.parse::<u16>()) {
-                    let _ = tx.send(p);
-                }
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(port) => {
-            // Owned first, so a failed assertion below still kills it.
-            let moto = Moto { child, port };
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            write!(
-                s,
-                "PUT /ringkv-bk HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).unwrap();
-            assert!(resp.starts_with("HTTP/1.1 200"), "CreateBucket: {resp}");
-            Ok(moto)
-        }
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err("moto_server did not report its port".into())
-        }
-    }
+/// The S3 server (moto) with the test's bucket, or why there is none.
+fn moto() -> Result<s3::Moto, String> {
+    let m = s3::Moto::start()?;
+    m.create_bucket("ringkv-bk");
+    Ok(m)
 }
 
 /// Dummy credentials moto accepts, for the nodes and the CLI alike.
@@ -192,8 +140,8 @@ fn backup_prune_verify_and_restore_with_the_cli() {
     let s3 = moto();
     let url = match &s3 {
         Ok(m) => format!(
-            "s3://ringkv-bk/prod?endpoint=http://127.0.0.1:{}&allow_http=true",
-            m.port
+            "s3://ringkv-bk/prod?endpoint={}&allow_http=true",
+            m.endpoint()
         ),
         Err(why) => {
             println!("S3 server unavailable ({why}): using the filesystem target");

@@ -112,11 +112,7 @@ async fn client_reads_writes_resolves_and_reports_errors() {
 }
 
 fn metric(node: &RunningNode, name: &str) -> u64 {
-    node.metrics
-        .encode()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
+    node.metrics.value(name).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,57 +245,70 @@ fn endpoints(data: &std::path::Path, i: usize) -> Option<serde_json::Value> {
     serde_json::from_str(&t).ok()
 }
 
-/// Waits until every one of the `n` nodes sees all `n` alive and NORMAL.
+/// Waits until every node sees all `n` members alive, NORMAL and owning
+/// tokens, each at the address it has now: a node restarted on new ports
+/// counts only once every other node knows its new incarnation (a node that
+/// was down briefly may still be seen alive at its old address).
 async fn wait_all_alive(data: &std::path::Path, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
-    for i in 0..n {
-        loop {
-            let mut seen = String::new();
-            if let Some(ep) = endpoints(data, i)
-                && let Ok(mut a) = ringkv_client::Admin::connect(&format!(
-                    "http://{}",
-                    ep["internode"].as_str().unwrap()
-                ))
-                .await
-                && let Ok(s) = a.status().await
-            {
-                let alive = s
-                    .members
-                    .iter()
-                    .filter(|m| {
-                        m.alive
-                            && m.tokens > 0
-                            && m.state == ringkv_client::pb::NodeState::Normal as i32
-                    })
-                    .count();
-                if alive == n {
-                    break;
-                }
-                seen = format!("{alive} alive");
+    loop {
+        // One sweep over every node with one reading of the endpoint files:
+        // a node still answering at its file's address is not a stale file.
+        let current: Option<Vec<String>> = (0..n)
+            .map(|j| Some(endpoints(data, j)?["internode"].as_str()?.to_string()))
+            .collect();
+        let mut seen: Vec<usize> = Vec::new();
+        if let Some(current) = &current {
+            for addr in current {
+                let status = match ringkv_client::Admin::connect(&format!("http://{addr}")).await {
+                    Ok(mut a) => a.status().await.ok(),
+                    Err(_) => None,
+                };
+                let alive = status.map_or(0, |s| {
+                    s.members
+                        .iter()
+                        .filter(|m| {
+                            m.alive
+                                && m.tokens > 0
+                                && m.state == ringkv_client::pb::NodeState::Normal as i32
+                                && m.node_id
+                                    .strip_prefix("node-")
+                                    .and_then(|j| j.parse::<usize>().ok())
+                                    .and_then(|j| current.get(j))
+                                    == Some(&m.internode_addr)
+                        })
+                        .count()
+                });
+                seen.push(alive);
             }
-            assert!(
-                Instant::now() < deadline,
-                "node-{i} never saw {n} live members ({seen})"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if seen.len() == n && seen.iter().all(|&a| a == n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never did every node see {n} live members at their current addresses (node i sees seen[i]: {seen:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Waits until node-0 (never stopped here) sees `node` down.
+/// Waits until each of the 3 nodes other than `node` sees `node` down.
 async fn wait_seen_down(data: &std::path::Path, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let ep = endpoints(data, 0).unwrap();
-    let admin = format!("http://{}", ep["internode"].as_str().unwrap());
-    loop {
-        if let Ok(mut a) = ringkv_client::Admin::connect(&admin).await
-            && let Ok(s) = a.status().await
-            && s.members.iter().any(|m| m.node_id == node && !m.alive)
-        {
-            return;
+    for i in (0..3).filter(|i| format!("node-{i}") != node) {
+        let ep = endpoints(data, i).unwrap();
+        let admin = format!("http://{}", ep["internode"].as_str().unwrap());
+        loop {
+            if let Ok(mut a) = ringkv_client::Admin::connect(&admin).await
+                && let Ok(s) = a.status().await
+                && s.members.iter().any(|m| m.node_id == node && !m.alive)
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node-{i} never saw {node} down");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "node-0 never saw {node} down");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

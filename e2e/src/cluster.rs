@@ -517,9 +517,7 @@ impl ProcessCluster {
         }
         let mut body = String::new();
         let _ = s.read_to_string(&mut body).await;
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-            .unwrap_or(0)
+        ringkv_node::metrics::sample(&body, name).unwrap_or(0)
     }
 
     /// Node `i`'s own stored record of `key` (no quorum).

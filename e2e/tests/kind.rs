@@ -31,7 +31,6 @@
 //! non-kind context.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,79 +41,21 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use ringkv_operator::crd::{KVCluster, Phase};
 use ringkv_proto::v1::key_value_client::KeyValueClient;
 use ringkv_proto::v1::{GetRequest, PutRequest};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+mod kind_common;
+use kind_common::{cluster_or_skip, root, run};
+
 const NS: &str = "ringkv-e2e";
 const CLUSTER: &str = "e2e";
 const RELEASE: &str = "ringkv-operator";
 const EXPANDABLE: &str = "ringkv-e2e-expandable";
 const NODE_SELECTOR: &str = "app.kubernetes.io/name=ringkv,app.kubernetes.io/instance=e2e";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Why the suite cannot run here, or a client for the kind cluster.
-async fn kind_client() -> Result<Client, String> {
-    let kubeconfig = Kubeconfig::read().map_err(|e| format!("no kubeconfig ({e})"))?;
-    let context = kubeconfig.current_context.clone().unwrap_or_default();
-    if !context.starts_with("kind-")
-        && std::env::var("RINGKV_E2E_ANY_CLUSTER").as_deref() != Ok("1")
-    {
-        return Err(format!(
-            "current kube context {context:?} is not a kind cluster (set RINGKV_E2E_ANY_CLUSTER=1 to use it anyway)"
-        ));
-    }
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("kubeconfig unusable: {e}"))?;
-    let client = Client::try_from(config).map_err(|e| format!("no client: {e}"))?;
-    match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
-        Ok(Ok(_)) => Ok(client),
-        Ok(Err(e)) => Err(format!("API server of {context} unreachable: {e}")),
-        Err(_) => Err(format!("API server of {context} did not answer in 5s")),
-    }
-}
-
-fn helm_available() -> bool {
-    Command::new("helm")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// A client, or `None` after printing why the suite skips. With
-/// `RINGKV_KIND=1` (the kind workflow) a missing cluster is a failure.
-async fn cluster_or_skip() -> Option<Client> {
-    let required = std::env::var("RINGKV_KIND").as_deref() == Ok("1");
-    let why = match kind_client().await {
-        Ok(c) if helm_available() => return Some(c),
-        Ok(_) => "`helm` is not on the PATH".to_string(),
-        Err(why) => why,
-    };
-    assert!(
-        !required,
-        "RINGKV_KIND=1 but the kind suite cannot run: {why}"
-    );
-    eprintln!("SKIPPED kind e2e: {why} (set RINGKV_KIND=1 to make this a failure)");
-    None
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Polls `probe` every 2 s until it returns `Some`, at most `timeout`.
 async fn until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
@@ -328,7 +269,7 @@ async fn patch_spec(kvcs: &Api<KVCluster>, spec: serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kind_day_two_keeps_every_acknowledged_write() {
-    let Some(client) = cluster_or_skip().await else {
+    let Some(client) = cluster_or_skip("kind e2e suite").await else {
         return;
     };
     let image = std::env::var("RINGKV_E2E_IMAGE").unwrap_or_else(|_| "ringkv:e2e".into());

@@ -13,77 +13,23 @@
 //! RINGKV_KIND=1 cargo test -p ringkv-e2e --test kind_tls -- --nocapture
 //! ```
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use ringkv_operator::crd::{KVCluster, Phase};
+
+mod kind_common;
+use kind_common::{cluster_or_skip, root, run};
 
 const NS: &str = "ringkv-e2e-tls";
 const CLUSTER: &str = "sec";
 const RELEASE: &str = "ringkv-operator-tls";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn kind_client() -> Result<Client, String> {
-    let kubeconfig = Kubeconfig::read().map_err(|e| format!("no kubeconfig ({e})"))?;
-    let context = kubeconfig.current_context.clone().unwrap_or_default();
-    if !context.starts_with("kind-")
-        && std::env::var("RINGKV_E2E_ANY_CLUSTER").as_deref() != Ok("1")
-    {
-        return Err(format!(
-            "current kube context {context:?} is not a kind cluster"
-        ));
-    }
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("kubeconfig unusable: {e}"))?;
-    let client = Client::try_from(config).map_err(|e| format!("no client: {e}"))?;
-    match tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await {
-        Ok(Ok(_)) => Ok(client),
-        Ok(Err(e)) => Err(format!("API server of {context} unreachable: {e}")),
-        Err(_) => Err(format!("API server of {context} did not answer in 5s")),
-    }
-}
-
-async fn cluster_or_skip() -> Option<Client> {
-    let required = std::env::var("RINGKV_KIND").as_deref() == Ok("1");
-    let helm = Command::new("helm")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let why = match kind_client().await {
-        Ok(c) if helm => return Some(c),
-        Ok(_) => "`helm` is not on the PATH".to_string(),
-        Err(why) => why,
-    };
-    assert!(
-        !required,
-        "RINGKV_KIND=1 but the kind TLS suite cannot run: {why}"
-    );
-    eprintln!("SKIPPED kind TLS e2e: {why} (set RINGKV_KIND=1 to make this a failure)");
-    None
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kind_automatic_tls_cluster_runs_and_refuses_plaintext() {
-    let Some(client) = cluster_or_skip().await else {
+    let Some(client) = cluster_or_skip("kind TLS e2e suite").await else {
         return;
     };
     let image = std::env::var("RINGKV_E2E_IMAGE").unwrap_or_else(|_| "ringkv:e2e".into());

@@ -13,28 +13,22 @@ use crate::sst::table::{Table, TableIter};
 /// of every key the scan returned. Returns how many entries were read, or
 /// the error.
 pub fn sstable(bytes: &[u8]) -> crate::Result<usize> {
-    let dir = tempdir_for_fuzz();
-    let path = dir.join("000001.sst");
-    std::fs::write(&path, bytes).map_err(|e| crate::Error::io(&path, e))?;
-    let out = (|| {
-        let table = Arc::new(Table::open(&path, 1)?);
-        let cache = Arc::new(BlockCache::new(1 << 20));
-        let mut it = TableIter::new(Arc::clone(&table), Arc::clone(&cache), true);
-        it.seek_to_first()?;
-        let mut keys = Vec::new();
-        while it.valid() && keys.len() < 100_000 {
-            keys.push(it.key().to_vec());
-            it.next()?;
-        }
-        for k in &keys {
-            table.get(&cache, k, bloom::hash(k), false, |_| ())?;
-            table.get(&cache, k, bloom::hash(k), true, |_| ())?;
-        }
-        it.seek(b"m")?;
-        Ok(keys.len())
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+    let path = Path::new("fuzz.sst");
+    let table = Arc::new(Table::from_bytes(path, 1, bytes.to_vec())?);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let mut it = TableIter::new(Arc::clone(&table), Arc::clone(&cache), true);
+    it.seek_to_first()?;
+    let mut keys = Vec::new();
+    while it.valid() && keys.len() < 100_000 {
+        keys.push(it.key().to_vec());
+        it.next()?;
+    }
+    for k in &keys {
+        table.get(&cache, k, bloom::hash(k), false, |_| ())?;
+        table.get(&cache, k, bloom::hash(k), true, |_| ())?;
+    }
+    it.seek(b"m")?;
+    Ok(keys.len())
 }
 
 /// Parse `bytes` as a write-ahead log and decode every record. Returns the
@@ -67,16 +61,4 @@ pub fn manifest(bytes: &[u8]) -> crate::Result<usize> {
         n += 1;
     }
     Ok(n)
-}
-
-fn tempdir_for_fuzz() -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ringkv-fuzz-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::create_dir_all(&d);
-    d
 }

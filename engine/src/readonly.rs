@@ -9,15 +9,13 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{decode_group, plausible_successor};
 use crate::cache::BlockCache;
-use crate::db::{Cached, Scan, insert_ops, lookup_in, parse_number, read_manifest};
+use crate::db::{Cached, Scan, insert_ops, lookup_in, parse_number, read_manifest, replay_logs};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
 use crate::options::Options;
-use crate::record::read_log;
-use crate::version::{SuperVersion, TableFile, Version, table_name, wal_name};
+use crate::version::{SuperVersion, TableFile, Version, table_name};
 
 /// A read-only database. `Send + Sync`.
 #[derive(Debug)]
@@ -76,23 +74,12 @@ impl ReadOnlyDb {
             .into_iter()
             .filter(|&n| n >= manifest.log_number)
             .collect();
-        for (i, &n) in live.iter().enumerate() {
-            let path = dir.join(wal_name(n));
-            let contents = read_log(&path, plausible_successor)?;
-            if i + 1 < live.len() && (contents.valid_end as usize) < contents.data.len() {
-                return Err(Error::corruption(
-                    &path,
-                    contents.valid_end,
-                    "damaged record in a log that is not the newest",
-                ));
-            }
-            for (off, payload) in contents.payloads() {
-                let g = decode_group(payload)
-                    .ok_or_else(|| Error::corruption(&path, off, "undecodable log record"))?;
-                let count = insert_ops(&mem, g.first_seq, g.write_time, g.ops.into_iter());
-                last_seq = last_seq.max(g.first_seq + count.saturating_sub(1));
-            }
-        }
+        // A torn tail is left as it is: a read-only open writes nothing.
+        replay_logs(&dir, &live, |g| {
+            let count = insert_ops(&mem, g.first_seq, g.write_time, g.ops.into_iter());
+            last_seq = last_seq.max(g.first_seq + count.saturating_sub(1));
+            Ok(())
+        })?;
         Ok(ReadOnlyDb {
             cache: Arc::new(BlockCache::new(opts.block_cache_bytes)),
             sv: Arc::new(SuperVersion {

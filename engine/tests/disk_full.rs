@@ -14,6 +14,10 @@
 //!    holds every acknowledged write and none that was refused — first
 //!    reopened with only 16 KiB free (a restart needs no room for the log it
 //!    replays), then with room.
+//! 3. A restart on a full disk whose log holds more than the memtables'
+//!    bound (one batch bigger than a memtable): recovery cannot write it to
+//!    a table, so it keeps it in memory with its log instead of refusing to
+//!    open.
 //!
 //! `harness = false`: this file is its own `main`. Rounds:
 //! `RINGKV_DISK_FULL_ROUNDS` (default 12).
@@ -377,6 +381,49 @@ fn crash_rounds(fs: &Tmpfs, rounds: u64) {
     }
 }
 
+/// Fills the filesystem holding `path` with one file, then gives back
+/// `leave` bytes of it.
+fn fill_leaving(path: &Path, leave: u64) {
+    let mut f = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0x5Au8; 4096];
+    let mut len = 0u64;
+    while f.write_all(&chunk).is_ok() {
+        len += chunk.len() as u64;
+    }
+    let _ = f.sync_all();
+    f.set_len(len.saturating_sub(leave)).expect("shrink filler");
+}
+
+fn reopen_past_the_memtable_bound(fs: &Tmpfs) {
+    let dir = fs.path().join("big");
+    let o = opts();
+    let bound = o.memtable_bytes * (1 + o.max_immutable_memtables);
+    let db = Db::open(&dir, opts()).unwrap();
+    let mut batch = ringkv_engine::WriteBatch::new();
+    let mut n = 0;
+    while batch.size_bytes() <= bound * 3 / 2 {
+        n += 1;
+        batch.put(&key(7, n), &value(7, n));
+    }
+    db.write(batch).unwrap();
+    // Dropped, not closed: the batch stays in the log only, as after a kill.
+    drop(db);
+    let filler = fs.path().join("filler");
+    fill_leaving(&filler, 16 << 10);
+    let acked: HashSet<(u64, u64)> = (1..=n).map(|i| (7, i)).collect();
+    let db = Db::open(&dir, opts())
+        .unwrap_or_else(|e| panic!("reopen past the bound with 16 KiB free: {e}"));
+    check(&db, &acked, &HashSet::new(), "past the bound, disk full");
+    drop(db);
+    std::fs::remove_file(&filler).unwrap();
+    let db = Db::open(&dir, opts()).unwrap();
+    check(&db, &acked, &HashSet::new(), "past the bound");
+    db.close().unwrap();
+    drop(db);
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("past the bound: {n} keys in one batch reopened on a full disk");
+}
+
 fn main() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         child(&dir);
@@ -399,6 +446,7 @@ fn main() {
         }
     };
     in_process(&fs);
+    reopen_past_the_memtable_bound(&fs);
     crash_rounds(&fs, rounds);
     println!("test disk_full ... ok");
 }

@@ -455,11 +455,32 @@ impl Metrics {
         }
         out
     }
+
+    /// The value of the unlabelled sample `name` in this registry.
+    pub fn value(&self, name: &str) -> Option<u64> {
+        sample(&self.encode(), name)
+    }
+}
+
+/// The value of the unlabelled sample `name` in a text exposition (a
+/// `/metrics` body); `None` when absent or not an integer.
+pub fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_reads_only_the_unlabelled_series_of_that_exact_name() {
+        let text = "# TYPE a_total counter\na_total_bytes 9\na_total{x=\"y\"} 4\na_total 7\n";
+        assert_eq!(sample(text, "a_total"), Some(7));
+        assert_eq!(sample(text, "a_total_bytes"), Some(9));
+        assert_eq!(sample(text, "a"), None);
+        assert_eq!(sample("a_total 1.5\n", "a_total"), None);
+    }
 
     #[test]
     fn engine_totals_become_counters_that_only_grow() {

@@ -187,12 +187,43 @@ impl TableBuilder {
     }
 }
 
+/// Where a table's bytes are: its file, or (for the fuzzer, which would
+/// otherwise spend its time creating files) a buffer.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Source::File(f) => Ok(f.metadata()?.len()),
+            Source::Bytes(b) => Ok(b.len() as u64),
+        }
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Bytes(b) => {
+                let part = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| b.get(o..o.checked_add(buf.len())?))
+                    .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+                buf.copy_from_slice(part);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// An open table. Index and filter are read through the block cache.
 #[derive(Debug)]
 pub(crate) struct Table {
     pub(crate) number: u64,
     path: PathBuf,
-    file: File,
+    file: Source,
     filter: Handle,
     index: Handle,
     pinned: std::sync::OnceLock<Bloom>,
@@ -201,7 +232,16 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn open(path: &Path, number: u64) -> Result<Table> {
         let file = File::open(path).ctx(path)?;
-        let size = file.metadata().ctx(path)?.len();
+        Table::from_source(path, number, Source::File(file))
+    }
+
+    /// A table held in memory; `path` only names it in errors.
+    pub(crate) fn from_bytes(path: &Path, number: u64, bytes: Vec<u8>) -> Result<Table> {
+        Table::from_source(path, number, Source::Bytes(bytes))
+    }
+
+    fn from_source(path: &Path, number: u64, file: Source) -> Result<Table> {
+        let size = file.len().ctx(path)?;
         let corrupt = |off: u64, why: &str| Error::corruption(path, off, why.to_string());
         if size < FOOTER_LEN as u64 {
             return Err(corrupt(0, "file too short for a table footer"));

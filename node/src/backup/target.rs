@@ -210,6 +210,18 @@ mod tests {
             s3.path("files/n/engine/000001.sst.ab").to_string(),
             "some/prefix/files/n/engine/000001.sst.ab"
         );
+        // GCS and Azure are built in too (credentials are read when used).
+        for (url, options) in [
+            ("gs://bucket/some/prefix", vec![]),
+            (
+                "az://container/some/prefix",
+                vec![("azure_storage_account_name".to_string(), "acct".to_string())],
+            ),
+        ] {
+            let t = Target::open_with(url, options).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(t.url, url);
+            assert_eq!(t.path("backups").to_string(), "some/prefix/backups");
+        }
         for bad in ["", "relative/path", "nope://x/y"] {
             assert!(Target::open_with(bad, Vec::new()).is_err(), "{bad:?}");
         }

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_engine::{Db, Options, SyncPolicy, WriteBatch};
 
+use super::keyed::{self, KeyLocks};
 use super::store::StorageError;
 use crate::config::SyncMode;
 use crate::version::Record;
@@ -45,12 +46,12 @@ pub struct HintStore {
 
 #[derive(Debug)]
 struct Inner {
-    db: Db,
+    db: Arc<Db>,
     seq: AtomicU64,
     /// Hints held per target (kept in memory; rebuilt by a scan at open).
     pending: Mutex<BTreeMap<String, u64>>,
     /// Serialises read-modify-writes of one key's index entry.
-    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    locks: KeyLocks,
 }
 
 const STRIPES: usize = 64;
@@ -60,13 +61,6 @@ fn index_key(key: &[u8]) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key);
     k
-}
-
-fn stripe_of(key: &[u8]) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish() as usize % STRIPES
 }
 
 /// The user key of a hint's engine key (`None` if malformed).
@@ -165,12 +159,10 @@ impl HintStore {
         }
         Ok(HintStore {
             inner: Arc::new(Inner {
-                db,
+                db: Arc::new(db),
                 seq: AtomicU64::new(0),
                 pending: Mutex::new(pending),
-                stripes: (0..STRIPES)
-                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
-                    .collect(),
+                locks: KeyLocks::new(STRIPES),
             }),
         })
     }
@@ -201,13 +193,7 @@ impl HintStore {
 
     /// An engine read that leaves the runtime only when it needs the disk.
     async fn get(&self, k: Vec<u8>) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.inner.db.get_cached(&k)? {
-            ringkv_engine::Cached::Value(v) => Ok(v),
-            ringkv_engine::Cached::NeedsIo => {
-                let inner = self.inner.clone();
-                blocking(move || inner.db.get(&k).map_err(StorageError::from)).await
-            }
-        }
+        keyed::get(&self.inner.db, &k).await
     }
 
     /// Applies `delta` hints of `key` (merging `rec` when adding) to the
@@ -241,21 +227,6 @@ impl HintStore {
         Ok(())
     }
 
-    /// Locks the stripes of `keys` in ascending order (never deadlocks).
-    async fn lock_keys<'a>(
-        &self,
-        keys: impl Iterator<Item = &'a [u8]>,
-    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
-        let mut s: Vec<usize> = keys.map(stripe_of).collect();
-        s.sort_unstable();
-        s.dedup();
-        let mut guards = Vec::with_capacity(s.len());
-        for i in s {
-            guards.push(self.inner.stripes[i].clone().lock_owned().await);
-        }
-        guards
-    }
-
     /// Deletes hints by engine key, with their index entries.
     async fn delete(&self, ids: Vec<Vec<u8>>) -> Result<(), StorageError> {
         let mut per_key: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
@@ -264,7 +235,11 @@ impl HintStore {
                 *per_key.entry(k.to_vec()).or_default() -= 1;
             }
         }
-        let _guards = self.lock_keys(per_key.keys().map(|k| k.as_slice())).await;
+        let _guards = self
+            .inner
+            .locks
+            .lock_all(per_key.keys().map(|k| k.as_slice()))
+            .await;
         let mut b = WriteBatch::new();
         for id in &ids {
             b.delete(id);
@@ -304,7 +279,7 @@ impl HintStore {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         id.extend_from_slice(&seq.to_be_bytes());
         id.extend_from_slice(key);
-        let _guard = self.lock_keys(std::iter::once(key)).await;
+        let _guard = self.inner.locks.lock_all(std::iter::once(key)).await;
         let mut b = WriteBatch::new();
         b.put(&id, &record.encode());
         self.index_update(&mut b, key, 1, Some(record)).await?;

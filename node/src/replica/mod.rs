@@ -9,6 +9,7 @@
 
 pub mod handoff;
 pub mod hints;
+mod keyed;
 pub mod store;
 pub mod writer;
 
@@ -56,6 +57,7 @@ impl Replica {
         hints: HintStore,
         metrics: Arc<Metrics>,
     ) -> Replica {
+        store.set_writer(writer);
         Replica {
             me: me.to_string(),
             writer: writer.to_string(),

@@ -20,11 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use bytes::Bytes;
-use ringkv_engine::{Cached, Db, Options, SyncPolicy, WriteBatch};
+use ringkv_engine::{Db, Options, SyncPolicy, WriteBatch};
 
 use crate::config::SyncMode;
 use crate::ring::key_token;
 use crate::version::Record;
+
+use super::keyed::{self, KeyLocks};
 
 const STRIPES: usize = 1024;
 
@@ -83,9 +85,11 @@ pub struct Store {
 
 #[derive(Debug)]
 struct Inner {
-    db: Db,
-    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    db: Arc<Db>,
+    locks: KeyLocks,
     grace_ms: u64,
+    /// This node's writer id, never pruned from a record (`set_writer`).
+    writer: std::sync::OnceLock<String>,
     /// Stored records that did not decode (skipped; see `decode`).
     undecodable: std::sync::atomic::AtomicU64,
     undecodable_log: crate::ratelimit::LogEvery,
@@ -95,10 +99,6 @@ struct Inner {
 /// the record is durable (per the sync mode). The key stays locked until
 /// then, so the next update of the key starts from this record.
 pub type Commit = std::pin::Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send>>;
-
-fn stripe_of(ekey: &[u8]) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(ekey) as usize) % STRIPES
-}
 
 /// A stored record that does not decode reads as absent (counted and
 /// logged): the key stays writable, read repair and anti-entropy overwrite
@@ -146,31 +146,33 @@ impl Store {
         let db = Db::open(dir, opts)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                stripes: (0..STRIPES)
-                    .map(|_| Arc::new(tokio::sync::Mutex::new(())))
-                    .collect(),
+                db: Arc::new(db),
+                locks: KeyLocks::new(STRIPES),
                 grace_ms: tombstone_grace.as_millis() as u64,
+                writer: std::sync::OnceLock::new(),
                 undecodable: Default::default(),
                 undecodable_log: crate::ratelimit::LogEvery::new(Duration::from_secs(10)),
             }),
         })
     }
 
+    /// Names the writer id this node mints under: every record this store
+    /// writes drops the empty entries of retired writer ids (see
+    /// `version::prune`), never this one. Set once, by the replica.
+    pub fn set_writer(&self, writer: &str) {
+        let _ = self.inner.writer.set(writer.to_string());
+    }
+
+    /// What is written for `rec`: without the retired writers' empty entries.
+    fn pruned(&self, rec: Record) -> Record {
+        let keep = self.inner.writer.get().map_or("", String::as_str);
+        rec.prune_retired(keep, super::now_ms(), self.inner.grace_ms)
+    }
+
     /// The engine value of `ekey`: from memory on this task when it can be,
     /// else from disk on the blocking pool.
     async fn get(&self, ekey: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.inner.db.get_cached(ekey)? {
-            Cached::Value(v) => Ok(v),
-            Cached::NeedsIo => {
-                let inner = self.inner.clone();
-                let ekey = ekey.to_vec();
-                tokio::task::spawn_blocking(move || inner.db.get(&ekey))
-                    .await
-                    .map_err(|e| StorageError::Task(e.to_string()))?
-                    .map_err(StorageError::from)
-            }
-        }
+        keyed::get(&self.inner.db, ekey).await
     }
 
     /// This replica's record of `key`.
@@ -213,13 +215,10 @@ impl Store {
         F: FnOnce(Option<Record>) -> Record,
     {
         let ekey = engine_key(key);
-        let guard = self.inner.stripes[stripe_of(&ekey)]
-            .clone()
-            .lock_owned()
-            .await;
+        let guard = self.inner.locks.lock(&ekey).await;
         let bytes = self.get(&ekey).await?;
         let current = decode(&self.inner, &ekey, bytes);
-        let next = f(current.clone());
+        let next = self.pruned(f(current.clone()));
         if current.as_ref() == Some(&next) {
             return Ok((next, Box::pin(async { Ok(()) })));
         }
@@ -256,22 +255,17 @@ impl Store {
         if items.is_empty() {
             return Ok(0);
         }
-        let mut stripes: Vec<usize> = items
-            .iter()
-            .map(|(k, _)| stripe_of(&engine_key(k)))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
-        for &i in &stripes {
-            guards.push(self.inner.stripes[i].lock().await);
-        }
+        let ekeys: Vec<Vec<u8>> = items.iter().map(|(k, _)| engine_key(k)).collect();
+        let _guards = self
+            .inner
+            .locks
+            .lock_all(ekeys.iter().map(Vec::as_slice))
+            .await;
         // Later items for the same key merge into earlier results.
         let mut merged: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
         let mut changed: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut bytes = 0u64;
-        for (k, rec) in items {
-            let ek = engine_key(&k);
+        for (ek, (k, rec)) in ekeys.into_iter().zip(items) {
             bytes += k.len() as u64;
             let cur = match merged.remove(&ek) {
                 Some(r) => Some(r),
@@ -280,10 +274,10 @@ impl Store {
                     decode(&self.inner, &ek, bytes)
                 }
             };
-            let next = match &cur {
+            let next = self.pruned(match &cur {
                 Some(c) => c.merge(&rec),
                 None => rec,
-            };
+            });
             if cur.as_ref() != Some(&next) {
                 changed.insert(ek.clone());
             }
@@ -313,13 +307,11 @@ impl Store {
         ekeys: Vec<Vec<u8>>,
         unchanged: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Result<(u64, u64), StorageError> {
-        let mut stripes: Vec<usize> = ekeys.iter().map(|k| stripe_of(k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards: Vec<tokio::sync::MutexGuard<'_, ()>> = Vec::with_capacity(stripes.len());
-        for &i in &stripes {
-            guards.push(self.inner.stripes[i].lock().await);
-        }
+        let _guards = self
+            .inner
+            .locks
+            .lock_all(ekeys.iter().map(Vec::as_slice))
+            .await;
         let mut batch = WriteBatch::new();
         let (mut keys, mut bytes) = (0u64, 0u64);
         for ek in &ekeys {

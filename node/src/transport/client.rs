@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::breaker::{Breakers, State};
 use super::coalesce::Lane;
-use super::faults::{FaultInjector, Verdict};
+use super::faults::{CallKind, FaultInjector, Verdict};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -163,7 +163,7 @@ impl InternodeClient {
                 let (this, peer) = (self.clone(), peer.to_string());
                 tokio::spawn(async move {
                     // An empty read: cheap, and answered only by a live peer.
-                    let call = this.call(&peer, &addr, |mut c| async move {
+                    let call = this.call(CallKind::Probe, &peer, &addr, |mut c| async move {
                         c.replica_reads(pb::ReplicaReadsRequest::default()).await
                     });
                     let _ = this.guarded(&peer, &addr, call).await;
@@ -267,12 +267,18 @@ impl InternodeClient {
     }
 
     /// Runs one call to `peer` at `addr` through the fault layer.
-    async fn call<T, F, Fut>(&self, peer: &str, addr: &str, f: F) -> Result<T, TransportError>
+    async fn call<T, F, Fut>(
+        &self,
+        kind: CallKind,
+        peer: &str,
+        addr: &str,
+        f: F,
+    ) -> Result<T, TransportError>
     where
         F: FnOnce(Traced) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let verdict = self.faults.verdict(&self.me, peer);
+        let verdict = self.faults.verdict(kind, &self.me, peer);
         match verdict {
             Verdict::Drop => {
                 return Err(TransportError::Injected {
@@ -329,7 +335,7 @@ impl InternodeClient {
                     .guarded(
                         &id,
                         &at,
-                        this.call(&id, &at, |mut c| async move {
+                        this.call(CallKind::Write, &id, &at, |mut c| async move {
                             c.replica_writes(pb::ReplicaWritesRequest { writes }).await
                         }),
                     )
@@ -383,7 +389,7 @@ impl InternodeClient {
                                 .guarded(
                                     &id,
                                     &at,
-                                    this.call(&id, &at, |mut c| async move {
+                                    this.call(CallKind::Read, &id, &at, |mut c| async move {
                                         c.replica_reads(pb::ReplicaReadsRequest {
                                             keys,
                                             traceparents,
@@ -420,11 +426,9 @@ impl InternodeClient {
         req: pb::CoordinateWriteRequest,
         within: Duration,
     ) -> Result<pb::CoordinateWriteResponse, TransportError> {
-        let call = self.call(
-            peer,
-            addr,
-            |mut c| async move { c.coordinate_write(req).await },
-        );
+        let call = self.call(CallKind::Coordinate, peer, addr, |mut c| async move {
+            c.coordinate_write(req).await
+        });
         self.guarded_within(peer, addr, within, call).await
     }
 
@@ -438,7 +442,7 @@ impl InternodeClient {
         addr: &str,
         items: Vec<pb::KeyRecord>,
     ) -> Result<(), TransportError> {
-        let call = self.call(peer, addr, |mut c| async move {
+        let call = self.call(CallKind::WriteBatch, peer, addr, |mut c| async move {
             c.write_batch(pb::WriteBatchRequest { items }).await
         });
         self.guarded_within(peer, addr, self.call_timeout * 10, call)
@@ -452,8 +456,10 @@ impl InternodeClient {
         addr: &str,
         req: pb::MerkleTreeRequest,
     ) -> Result<pb::MerkleTreeResponse, TransportError> {
-        self.call(peer, addr, |mut c| async move { c.merkle_tree(req).await })
-            .await
+        self.call(CallKind::Repair, peer, addr, |mut c| async move {
+            c.merkle_tree(req).await
+        })
+        .await
     }
 
     pub async fn merkle_nodes(
@@ -462,8 +468,10 @@ impl InternodeClient {
         addr: &str,
         req: pb::MerkleNodesRequest,
     ) -> Result<pb::MerkleNodesResponse, TransportError> {
-        self.call(peer, addr, |mut c| async move { c.merkle_nodes(req).await })
-            .await
+        self.call(CallKind::Repair, peer, addr, |mut c| async move {
+            c.merkle_nodes(req).await
+        })
+        .await
     }
 
     pub async fn range_digest(
@@ -472,8 +480,10 @@ impl InternodeClient {
         addr: &str,
         req: pb::RangeDigestRequest,
     ) -> Result<pb::RangeDigestResponse, TransportError> {
-        self.call(peer, addr, |mut c| async move { c.range_digest(req).await })
-            .await
+        self.call(CallKind::Repair, peer, addr, |mut c| async move {
+            c.range_digest(req).await
+        })
+        .await
     }
 
     pub async fn fetch_range(
@@ -482,7 +492,9 @@ impl InternodeClient {
         addr: &str,
         req: pb::FetchRangeRequest,
     ) -> Result<tonic::Streaming<pb::KeyRecords>, TransportError> {
-        self.call(peer, addr, |mut c| async move { c.fetch_range(req).await })
-            .await
+        self.call(CallKind::Repair, peer, addr, |mut c| async move {
+            c.fetch_range(req).await
+        })
+        .await
     }
 }

@@ -30,6 +30,40 @@ pub(crate) enum Verdict {
     Delay(Duration),
 }
 
+/// What an internode call is for, so a test can count the calls of one
+/// kind while background work (hand-off, range moves, repair) makes others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// Replica reads of client requests.
+    Read,
+    /// Replica writes of client requests.
+    Write,
+    /// A client write forwarded to a coordinator.
+    Coordinate,
+    /// A circuit breaker's probe of a suspect peer.
+    Probe,
+    /// Batches of records: hand-off, repair pushes, restore.
+    WriteBatch,
+    /// Merkle trees, range digests and range fetches (repair, moves).
+    Repair,
+}
+
+const KINDS: usize = 6;
+
+impl CallKind {
+    fn index(self) -> usize {
+        match self {
+            CallKind::Read => 0,
+            CallKind::Write => 1,
+            CallKind::Coordinate => 2,
+            CallKind::Probe => 3,
+            CallKind::WriteBatch => 4,
+            CallKind::Repair => 5,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct FaultInjector {
     links: RwLock<HashMap<(String, String), Fault>>,
@@ -37,7 +71,7 @@ pub struct FaultInjector {
     /// per-node-pair rules as gRPC calls (a partition also hides liveness).
     gossip: RwLock<HashMap<std::net::SocketAddr, String>>,
     dropped: AtomicU64,
-    calls: AtomicU64,
+    calls: [AtomicU64; KINDS],
     seq: AtomicU64,
 }
 
@@ -86,7 +120,12 @@ impl FaultInjector {
 
     /// Calls attempted so far.
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Calls of `kind` attempted so far.
+    pub fn calls_of(&self, kind: CallKind) -> u64 {
+        self.calls[kind.index()].load(Ordering::Relaxed)
     }
 
     /// Declares that `node` gossips from `addr` (each node does at start).
@@ -126,8 +165,8 @@ impl FaultInjector {
         }
     }
 
-    pub(crate) fn verdict(&self, from: &str, to: &str) -> Verdict {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn verdict(&self, kind: CallKind, from: &str, to: &str) -> Verdict {
+        self.calls[kind.index()].fetch_add(1, Ordering::Relaxed);
         let fault = {
             let links = self.links.read();
             if links.is_empty() {
@@ -165,14 +204,18 @@ mod tests {
     #[test]
     fn rules_are_per_directed_link() {
         let f = FaultInjector::new();
-        assert_eq!(f.verdict("a", "b"), Verdict::Pass);
+        assert_eq!(f.verdict(CallKind::Read, "a", "b"), Verdict::Pass);
         f.set("a", "b", Fault::DropReply);
-        assert_eq!(f.verdict("a", "b"), Verdict::DropReply);
-        assert_eq!(f.verdict("b", "a"), Verdict::Pass);
+        assert_eq!(f.verdict(CallKind::Read, "a", "b"), Verdict::DropReply);
+        assert_eq!(f.verdict(CallKind::Read, "b", "a"), Verdict::Pass);
         f.partition("a", "c");
-        assert_eq!(f.verdict("c", "a"), Verdict::Drop);
+        assert_eq!(f.verdict(CallKind::Read, "c", "a"), Verdict::Drop);
         f.heal();
-        assert_eq!(f.verdict("c", "a"), Verdict::Pass);
+        assert_eq!(f.verdict(CallKind::Read, "c", "a"), Verdict::Pass);
         assert_eq!(f.dropped(), 2);
+        f.verdict(CallKind::Repair, "a", "b");
+        assert_eq!(f.calls_of(CallKind::Read), 5);
+        assert_eq!(f.calls_of(CallKind::Repair), 1);
+        assert_eq!(f.calls(), 6);
     }
 }

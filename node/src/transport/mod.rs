@@ -8,4 +8,4 @@ mod coalesce;
 mod faults;
 
 pub use client::{InternodeClient, TransportError};
-pub use faults::{Fault, FaultInjector};
+pub use faults::{CallKind, Fault, FaultInjector};

@@ -4,6 +4,7 @@
 mod context;
 mod dvv;
 mod hlc;
+mod prune;
 mod record;
 
 pub use context::{ContextError, MAX_CONTEXT_ENTRIES, MAX_COUNTER, VersionVector, counter_ceiling};

@@ -121,6 +121,16 @@ impl Record {
         }
     }
 
+    /// Drops the entries of retired writer ids that hold nothing, once their
+    /// successor is `grace_ms` old (see `version::prune`); never `keep`.
+    /// LWW records name one writer and are returned as they are.
+    pub fn prune_retired(mut self, keep: &str, now_ms: u64, grace_ms: u64) -> Record {
+        if let Record::Causal(d) = &mut self {
+            d.prune_retired(keep, now_ms, grace_ms);
+        }
+        self
+    }
+
     /// Every sibling (tombstones and expired values included).
     pub fn all_values(&self) -> Vec<&Value> {
         match self {

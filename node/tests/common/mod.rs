@@ -2,7 +2,9 @@
 //! its own temp dir, one shared fault injector.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod s3;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,6 +130,20 @@ impl Cluster {
         .await;
     }
 
+    /// The membership view node `i`'s request path acts on: its topology,
+    /// which follows gossip's view a moment later (and forgives a revived
+    /// peer's circuit breaker first). Tests wait on this, not on gossip.
+    pub fn view(&self, i: usize) -> Arc<ringkv_node::membership::MembershipView> {
+        self.nodes[i].coordinator.topology().view.clone()
+    }
+
+    /// Whether node `i`'s coordinator sends requests to `peer` now: alive in
+    /// its topology and not routed around by the circuit breaker.
+    pub fn routes_to(&self, i: usize, peer: &str) -> bool {
+        self.view(i).get(peer).is_some_and(|m| m.alive)
+            && !self.nodes[i].coordinator.suspects().iter().any(|s| s == peer)
+    }
+
     pub async fn kv(&self, i: usize) -> KeyValueClient<Channel> {
         KeyValueClient::connect(format!("http://{}", self.nodes[i].addrs.grpc))
             .await
@@ -174,12 +190,7 @@ impl Cluster {
 
     /// A counter or gauge from node `i`'s metrics (0 when absent).
     pub fn metric(&self, i: usize, name: &str) -> u64 {
-        self.nodes[i]
-            .metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-            .unwrap_or(0)
+        self.nodes[i].metrics.value(name).unwrap_or(0)
     }
 
     pub async fn total_records(&self) -> u64 {
@@ -217,6 +228,17 @@ pub async fn get(kv: &mut KeyValueClient<Channel>, key: &str) -> pb::GetResponse
     kv.get(pb::GetRequest {
         key: key.as_bytes().to_vec().into(),
         r: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// A read of every replica (`r = all`): every sibling any replica holds.
+pub async fn get_all(kv: &mut KeyValueClient<Channel>, key: &str) -> pb::GetResponse {
+    kv.get(pb::GetRequest {
+        key: key.as_bytes().to_vec().into(),
+        r: "all".into(),
     })
     .await
     .unwrap()

@@ -3,15 +3,15 @@
 //! `target/moto-venv`. Tests that need it skip, saying why, when it is absent.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
+
+use super::server::{Reports, Server};
 
 pub struct Moto {
-    child: Child,
     port: u16,
+    _server: Server,
 }
 
 /// `moto_server`: $RINGKV_MOTO_SERVER, else `target/moto-venv/bin/moto_server`
@@ -41,41 +41,12 @@ fn binary() -> Result<PathBuf, String> {
 impl Moto {
     /// Starts moto on a free loopback port (it binds port 0 and prints it).
     pub fn start() -> Result<Moto, String> {
-        let bin = binary()?;
-        let mut child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        // Reads moto's log to the end: it logs every request, and a full pipe
-        // would block it.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    if let (Some(tx), Ok(p)) = (tx.take(), port.parse::<u16>()) {
-                        let _ = tx.send(p);
-                    }
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => Ok(Moto { child, port }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!(
-                    "{} did not report its port within 60 s",
-                    bin.display()
-                ))
-            }
-        }
+        let mut cmd = Command::new(binary()?);
+        cmd.args(["-H", "127.0.0.1", "-p", "0"]);
+        Server::start(cmd, Reports::Stderr, "Running on http://127.0.0.1:").map(|server| Moto {
+            port: server.port,
+            _server: server,
+        })
     }
 
     pub fn endpoint(&self) -> String {
@@ -107,12 +78,5 @@ impl Moto {
             resp.starts_with("HTTP/1.1 200"),
             "CreateBucket {name}: {resp}"
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

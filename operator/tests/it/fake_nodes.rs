@@ -463,6 +463,25 @@ impl Admin for FakeAdmin {
 }
 
 /// The fake nodes and their servers; dropping it stops the servers.
+/// The Admin service of a lone running NORMAL node `pod` in `zone`, as
+/// [`FakeCluster`] serves each pod (for tests that need one server of their
+/// own, behind TLS or a token check, say).
+pub fn lone_node_admin(pod: &str, zone: &str) -> AdminServer<impl Admin> {
+    let mut ring = Ring {
+        n: 1,
+        ..Ring::default()
+    };
+    let mut node = new_node(&mut ring, zone, "r1", "ringkv");
+    node.state = pb::NodeState::Normal;
+    node.ready = true;
+    ring.nodes.insert(pod.to_string(), node);
+    AdminServer::new(FakeAdmin {
+        node: pod.to_string(),
+        ring: Arc::new(Mutex::new(ring)),
+        timeline: Timeline::default(),
+    })
+}
+
 pub struct FakeCluster {
     pub ring: Arc<Mutex<Ring>>,
     addrs: BTreeMap<String, SocketAddr>,

@@ -1,6 +1,6 @@
 //! The chart's alert rules and Grafana dashboard only use operator metrics
 //! that exist (node metrics are checked against a real node by
-//! e2e/tests/operator_local.rs; the PromQL is parsed by .ci/operator-checks.sh).
+//! e2e/tests/operator_local/main.rs; the PromQL is parsed by .ci/operator-checks.sh).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

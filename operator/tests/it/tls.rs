@@ -12,11 +12,11 @@ use ringkv_operator::admin::{AdminPool, NodeAddr};
 use ringkv_operator::crd::KVCluster;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
-use ringkv_proto::v1::admin_server::{Admin, AdminServer};
 use serde_json::{Value, json};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Status};
 
+use crate::fake_nodes::lone_node_admin;
 use crate::reconcile::{Harness, NS, spec};
 
 fn data(secret: &Value, key: &str) -> Vec<u8> {
@@ -29,113 +29,18 @@ fn data(secret: &Value, key: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// An Admin server that answers Status only for the bearer token it knows.
-struct TokenAdmin {
-    token: String,
-}
-
-#[tonic::async_trait]
-impl Admin for TokenAdmin {
-    async fn status(
-        &self,
-        req: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+/// Refuses every call without `token` as its bearer token, as a node does.
+fn bearer_only(token: String) -> impl tonic::service::Interceptor + Clone {
+    move |req: Request<()>| {
         let auth = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if auth != Some(&format!("Bearer {}", self.token)) {
-            return Err(Status::unauthenticated("no admin token"));
+        if auth == Some(&format!("Bearer {token}")) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("no admin token"))
         }
-        Ok(Response::new(pb::StatusResponse {
-            node_id: "kv-zone-a-0".into(),
-            state: pb::NodeState::Normal as i32,
-            ..Default::default()
-        }))
-    }
-    async fn drain(
-        &self,
-        _: Request<pb::DrainRequest>,
-    ) -> Result<Response<pb::DrainResponse>, Status> {
-        Err(Status::unimplemented("drain"))
-    }
-    async fn decommission(
-        &self,
-        _: Request<pb::DecommissionRequest>,
-    ) -> Result<Response<pb::DecommissionResponse>, Status> {
-        Err(Status::unimplemented("decommission"))
-    }
-    async fn repair(
-        &self,
-        _: Request<pb::RepairRequest>,
-    ) -> Result<Response<pb::RepairResponse>, Status> {
-        Err(Status::unimplemented("repair"))
-    }
-    async fn cleanup(
-        &self,
-        _: Request<pb::CleanupRequest>,
-    ) -> Result<Response<pb::CleanupResponse>, Status> {
-        Err(Status::unimplemented("cleanup"))
-    }
-    async fn remove_node(
-        &self,
-        _: Request<pb::RemoveNodeRequest>,
-    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        Err(Status::unimplemented("remove_node"))
-    }
-    async fn snapshot(
-        &self,
-        _: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<pb::SnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshot"))
-    }
-    async fn list_snapshots(
-        &self,
-        _: Request<pb::ListSnapshotsRequest>,
-    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("list_snapshots"))
-    }
-    async fn delete_snapshot(
-        &self,
-        _: Request<pb::DeleteSnapshotRequest>,
-    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("delete_snapshot"))
-    }
-    async fn backup(
-        &self,
-        _: Request<pb::BackupRequest>,
-    ) -> Result<Response<pb::BackupResponse>, Status> {
-        Err(Status::unimplemented("backup"))
-    }
-    async fn restore_records(
-        &self,
-        _: Request<pb::RestoreRecordsRequest>,
-    ) -> Result<Response<pb::RestoreRecordsResponse>, Status> {
-        Err(Status::unimplemented("restore_records"))
-    }
-    async fn restore(
-        &self,
-        _: Request<pb::RestoreRequest>,
-    ) -> Result<Response<pb::RestoreResponse>, Status> {
-        Err(Status::unimplemented("restore"))
-    }
-    async fn prune_backups(
-        &self,
-        _: Request<pb::PruneBackupsRequest>,
-    ) -> Result<Response<pb::PruneBackupsResponse>, Status> {
-        Err(Status::unimplemented("prune_backups"))
-    }
-    async fn list_backups(
-        &self,
-        _: Request<pb::ListBackupsRequest>,
-    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
-        Err(Status::unimplemented("list_backups"))
-    }
-    async fn verify_backup(
-        &self,
-        _: Request<pb::VerifyBackupRequest>,
-    ) -> Result<Response<pb::VerifyBackupResponse>, Status> {
-        Err(Status::unimplemented("verify_backup"))
     }
 }
 
@@ -228,9 +133,10 @@ async fn automatic_tls_secures_the_pods_and_the_operators_admin_calls() {
         Server::builder()
             .tls_config(server_tls)
             .unwrap()
-            .add_service(AdminServer::new(TokenAdmin {
-                token: admin_token.clone(),
-            }))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                lone_node_admin("kv-zone-a-0", "zone-a"),
+                bearer_only(admin_token.clone()),
+            ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
 
