@@ -458,9 +458,11 @@ async fn quorum_failures_say_how_many_replied() {
     c.faults.heal();
     // What the write path acts on: its topology and breakers, not gossip's
     // view (which runs a moment ahead of them).
-    eventually(LONG, "the coordinator to route to the others again", || async {
-        reps.iter().all(|r| c.routes_to(coord, r))
-    })
+    eventually(
+        LONG,
+        "the coordinator to route to the others again",
+        || async { reps.iter().all(|r| c.routes_to(coord, r)) },
+    )
     .await;
     c.faults
         .set(&reps[0], &reps[1], Fault::Delay(Duration::from_secs(60)));

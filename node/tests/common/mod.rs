@@ -141,7 +141,11 @@ impl Cluster {
     /// its topology and not routed around by the circuit breaker.
     pub fn routes_to(&self, i: usize, peer: &str) -> bool {
         self.view(i).get(peer).is_some_and(|m| m.alive)
-            && !self.nodes[i].coordinator.suspects().iter().any(|s| s == peer)
+            && !self.nodes[i]
+                .coordinator
+                .suspects()
+                .iter()
+                .any(|s| s == peer)
     }
 
     pub async fn kv(&self, i: usize) -> KeyValueClient<Channel> {
