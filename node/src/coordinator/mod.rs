@@ -407,32 +407,31 @@ impl Coordinator {
     }
 
     /// The replicas of a read in the order to ask them: this node, then the
-    /// ones gossip believes alive from a rotating start, then the others.
+    /// others, usable ones first.
     fn read_order(&self, replicas: &[Arc<Member>]) -> Vec<Arc<Member>> {
         let mut order: Vec<Arc<Member>> = replicas
             .iter()
             .filter(|m| m.node_id == self.me)
             .cloned()
             .collect();
-        let mut alive: Vec<Arc<Member>> = replicas
-            .iter()
-            .filter(|m| m.node_id != self.me && self.usable(m))
-            .cloned()
-            .collect();
-        if !alive.is_empty() {
+        order.extend(self.usable_first(replicas.iter().filter(|m| m.node_id != self.me).cloned()));
+        order
+    }
+
+    /// `members` in the order to try them: the usable ones from a rotating
+    /// start (with zones the primaries are uneven, so always starting at the
+    /// first would skew load), then the others. Each member is judged once,
+    /// so a breaker that changes meanwhile never lists one twice or drops it.
+    fn usable_first(&self, members: impl Iterator<Item = Arc<Member>>) -> Vec<Arc<Member>> {
+        let (mut order, rest): (Vec<_>, Vec<_>) = members.partition(|m| self.usable(m));
+        if !order.is_empty() {
             let k = self
                 .forward_rr
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % alive.len();
-            alive.rotate_left(k);
+                % order.len();
+            order.rotate_left(k);
         }
-        order.extend(alive);
-        order.extend(
-            replicas
-                .iter()
-                .filter(|m| m.node_id != self.me && !self.usable(m))
-                .cloned(),
-        );
+        order.extend(rest);
         order
     }
 

@@ -95,23 +95,7 @@ impl Coordinator {
             0 => give_up_ms,
             d => d.min(give_up_ms),
         };
-        let replicas = &plan.replicas;
-        // Alive replicas first, starting at a rotating offset: with zones the
-        // primaries are uneven (tokens balance per zone), so always picking
-        // the primary would skew coordination load.
-        let mut order: Vec<&Member> = replicas
-            .iter()
-            .filter(|m| self.usable(m))
-            .map(|m| &**m)
-            .collect();
-        if !order.is_empty() {
-            let k = self
-                .forward_rr
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                % order.len();
-            order.rotate_left(k);
-        }
-        order.extend(replicas.iter().filter(|m| !self.usable(m)).map(|m| &**m));
+        let order = self.usable_first(plan.replicas.iter().cloned());
         let mut errors = Vec::new();
         for m in order {
             let pb_req = pb::CoordinateWriteRequest {

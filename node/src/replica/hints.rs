@@ -279,7 +279,7 @@ impl HintStore {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         id.extend_from_slice(&seq.to_be_bytes());
         id.extend_from_slice(key);
-        let _guard = self.inner.locks.lock_all(std::iter::once(key)).await;
+        let _guard = self.inner.locks.lock(key).await;
         let mut b = WriteBatch::new();
         b.put(&id, &record.encode());
         self.index_update(&mut b, key, 1, Some(record)).await?;

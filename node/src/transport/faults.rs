@@ -49,20 +49,8 @@ pub enum CallKind {
     Repair,
 }
 
-const KINDS: usize = 6;
-
-impl CallKind {
-    fn index(self) -> usize {
-        match self {
-            CallKind::Read => 0,
-            CallKind::Write => 1,
-            CallKind::Coordinate => 2,
-            CallKind::Probe => 3,
-            CallKind::WriteBatch => 4,
-            CallKind::Repair => 5,
-        }
-    }
-}
+/// One counter per kind, indexed by `kind as usize` (`Repair` is the last).
+const KINDS: usize = CallKind::Repair as usize + 1;
 
 #[derive(Debug, Default)]
 pub struct FaultInjector {
@@ -125,7 +113,7 @@ impl FaultInjector {
 
     /// Calls of `kind` attempted so far.
     pub fn calls_of(&self, kind: CallKind) -> u64 {
-        self.calls[kind.index()].load(Ordering::Relaxed)
+        self.calls[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Declares that `node` gossips from `addr` (each node does at start).
@@ -166,7 +154,7 @@ impl FaultInjector {
     }
 
     pub(crate) fn verdict(&self, kind: CallKind, from: &str, to: &str) -> Verdict {
-        self.calls[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.calls[kind as usize].fetch_add(1, Ordering::Relaxed);
         let fault = {
             let links = self.links.read();
             if links.is_empty() {
