@@ -60,12 +60,7 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
     let resp = put(&mut kv, &key, "through-a-replica", "").await.unwrap();
     assert!(resp.acks >= 2);
     assert_eq!(values(&get(&mut kv, &key).await), vec!["through-a-replica"]);
-    assert!(
-        c.nodes[outsider]
-            .metrics
-            .encode()
-            .contains("ringkv_forwarded_writes_total 1")
-    );
+    assert_eq!(c.metric(outsider, "ringkv_forwarded_writes_total"), 1);
     // The outsider never stored the key itself.
     assert!(c.local_values(outsider, key.as_bytes()).await.is_empty());
 
@@ -105,12 +100,7 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
         .unwrap()
         .into_inner();
     assert_eq!(values(&all), vec!["after-two-hops"]);
-    assert!(
-        c.nodes[outsider]
-            .metrics
-            .encode()
-            .contains("ringkv_sloppy_writes_total 1")
-    );
+    assert_eq!(c.metric(outsider, "ringkv_sloppy_writes_total"), 1);
 
     // A forward that arrives after its sender's deadline (held up in the
     // network while the sender gave up and went on) is refused, and changes
@@ -146,12 +136,7 @@ async fn five_nodes_read_the_latest_acknowledged_write_and_forward_writes() {
         .into_inner();
     assert_eq!(values(&after), values(&before));
     assert_eq!(after.context, before.context, "nothing was minted");
-    assert!(
-        c.nodes[replica]
-            .metrics
-            .encode()
-            .contains("ringkv_late_forwards_refused_total 1")
-    );
+    assert_eq!(c.metric(replica, "ringkv_late_forwards_refused_total"), 1);
     c.stop().await;
     latest_write_is_always_read(5).await;
 }
@@ -383,12 +368,7 @@ async fn read_repair_fixes_a_replica_that_missed_a_write() {
         c.local_values(victim, key.as_bytes()).await == vec![b"fresh".to_vec()]
     })
     .await;
-    assert!(
-        c.nodes[coord]
-            .metrics
-            .encode()
-            .contains("ringkv_read_repairs_total 1")
-    );
+    assert_eq!(c.metric(coord, "ringkv_read_repairs_total"), 1);
     c.stop().await;
 }
 
